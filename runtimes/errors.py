@@ -1,0 +1,55 @@
+"""The one exception tree of edgepack.
+
+Every error a user can cause derives from :class:`EdgepackError`, and its message says what to do.
+Third-party errors are re-raised at the boundary with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+
+class EdgepackError(Exception):
+    """Root of every edgepack error."""
+
+
+class BundleError(EdgepackError):
+    """A bundle cannot be read or trusted."""
+
+
+class BundleCorruptError(BundleError):
+    """The bundle is not a valid zip, is truncated, or a checksum does not match."""
+
+
+class UnsafeBundleError(BundleError):
+    """The bundle holds a dangerous entry (absolute path, ``..``, oversized file)."""
+
+
+class BundleSchemaError(BundleError):
+    """The manifest is missing, malformed, or of an unknown schema version."""
+
+
+class BackendError(EdgepackError):
+    """A runtime backend problem."""
+
+
+class BackendNotFoundError(BackendError):
+    """No backend of that name is registered."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend is registered but its library is not installed here."""
+
+
+class ModelLoadError(BackendError):
+    """The model bytes could not be loaded by the interpreter (unsupported op, bad file)."""
+
+
+class NoUsableDelegateError(BackendError):
+    """Every delegate in the ladder failed to load or to match the golden outputs."""
+
+
+class InputSpecError(EdgepackError):
+    """Inputs given to ``Session.run`` do not match the model's input spec."""
+
+
+class ConfigError(EdgepackError):
+    """A recipe, target or option is invalid (unknown key, wrong type, unknown name)."""

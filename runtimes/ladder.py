@@ -1,0 +1,131 @@
+"""The verified delegate ladder: try delegates best-first, keep the first that loads AND matches golden.
+
+Every attempt is recorded as a :class:`DelegateAttempt`; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backends.base import DELEGATE_ERRORS, Backend, Engine
+from .errors import NoUsableDelegateError
+from .manifest import ModelEntry, Tolerance
+from .tensors import dequantize
+
+log = logging.getLogger("edgepack.runtimes")
+
+#: Delegates that must really take part of the graph to count (else they are plain CPU in disguise).
+ACCELERATORS = frozenset({"gpu", "nnapi", "xnnpack", "qnn", "coreml", "cuda", "tensorrt", "dml"})
+
+
+@dataclass(frozen=True)
+class DelegateAttempt:
+    """What happened when one delegate was tried."""
+
+    backend: str
+    delegate: str
+    outcome: str  # "selected" | "load-failed" | "not-delegated" | "golden-mismatch" | "unsupported"
+    reason: str
+    partitions: int | None = None
+    max_abs_error: float | None = None
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.backend}/{self.delegate}: {self.outcome} — {self.reason}"
+
+
+def compare(
+    outputs: Sequence[np.ndarray], golden: Sequence[np.ndarray], tolerance: Sequence[Tolerance]
+) -> tuple[bool, float, str]:
+    """Check outputs against golden values; return (ok, worst max-abs error, explanation)."""
+    worst, notes, ok = 0.0, [], True
+    for i, (out, ref, tol) in enumerate(zip(outputs, golden, tolerance)):
+        if out.shape != ref.shape:
+            return False, float("inf"), f"output {i} has shape {out.shape}, golden {ref.shape}"
+        diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+        err = float(np.max(diff)) if diff.size else 0.0
+        worst = max(worst, err)
+        bound = tol.atol + tol.rtol * np.abs(ref.astype(np.float64))
+        bad = int(np.count_nonzero(diff > bound)) if diff.size else 0
+        if bad or not np.all(np.isfinite(out)):
+            ok = False
+            notes.append(f"output {i}: {bad} value(s) beyond atol={tol.atol:g} rtol={tol.rtol:g}, max |err|={err:.3g}")
+    return ok, worst, "; ".join(notes) or f"max |err|={worst:.3g} within tolerance"
+
+
+def run_golden(engine: Engine, golden_inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run the engine on the golden inputs; outputs dequantized to float."""
+    raw = engine.run(golden_inputs)
+    return [dequantize(o, s) for o, s in zip(raw, engine.outputs)]
+
+
+def climb(
+    backend: Backend,
+    model: bytes,
+    entry: ModelEntry,
+    *,
+    delegates: Sequence[str],
+    num_threads: int | None,
+    golden_inputs: Sequence[np.ndarray],
+    golden_outputs: Sequence[np.ndarray],
+    verify: bool = True,
+) -> tuple[Engine, list[DelegateAttempt]]:
+    """Open ``model`` on the first delegate that loads, really delegates, and matches golden outputs.
+
+    Raises:
+        NoUsableDelegateError: none did; the message lists every attempt.
+    """
+    attempts: list[DelegateAttempt] = []
+
+    def record(attempt: DelegateAttempt) -> None:
+        attempts.append(attempt)
+        log.info("delegate %s", attempt)
+
+    for name in delegates:
+        if name not in backend.delegates:
+            record(DelegateAttempt(backend.name, name, "unsupported", f"{backend.name} has no {name!r} delegate"))
+            continue
+        start = time.perf_counter()
+        try:
+            engine = backend.open(model, delegate=name, num_threads=num_threads)
+        except DELEGATE_ERRORS as exc:
+            record(DelegateAttempt(backend.name, name, "load-failed", f"{type(exc).__name__}: {exc}",
+                                   seconds=time.perf_counter() - start))
+            continue
+        parts = engine.delegated_partitions
+        if name in ACCELERATORS and parts == 0:
+            engine.close()
+            record(DelegateAttempt(backend.name, name, "not-delegated",
+                                   "loaded but took 0 partitions of the graph (no kernels for these ops)",
+                                   partitions=0, seconds=time.perf_counter() - start))
+            continue
+        if verify:
+            try:
+                outs = run_golden(engine, golden_inputs)
+            except DELEGATE_ERRORS as exc:
+                engine.close()
+                why = f"golden run raised {type(exc).__name__}: {exc}"
+                record(DelegateAttempt(backend.name, name, "load-failed", why, partitions=parts,
+                                       seconds=time.perf_counter() - start))
+                continue
+            ok, err, why = compare(outs, golden_outputs, entry.golden.tolerance)
+            if not ok:
+                engine.close()
+                record(DelegateAttempt(backend.name, name, "golden-mismatch", why, partitions=parts,
+                                       max_abs_error=err, seconds=time.perf_counter() - start))
+                continue
+        else:
+            err, why = None, "golden check skipped (verify=False)"
+        record(DelegateAttempt(backend.name, name, "selected", why, partitions=parts, max_abs_error=err,
+                               seconds=time.perf_counter() - start))
+        return engine, attempts
+    lines = "\n  ".join(str(a) for a in attempts) or "(no delegates were requested)"
+    raise NoUsableDelegateError(
+        f"no delegate of {backend.name} could run {entry.file} correctly; attempts:\n  {lines}\n"
+        "add 'cpu' to the delegate list, or install a runtime version the bundle supports."
+    )

@@ -1,0 +1,190 @@
+"""``load()`` a bundle and run it: the on-device entry point."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backends.base import Backend, Engine, get_backend, registered_backends
+from .bundle import Bundle, read_bundle
+from .errors import BackendUnavailableError, ConfigError, InputSpecError
+from .ladder import DelegateAttempt, climb
+from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec
+from .postprocess import Classification, classify
+from .preprocess import preprocess
+from .tensors import Inputs, as_input_list, check_shape, dequantize, to_model_dtype
+
+#: Backends tried when neither the caller nor the bundle's target names one; ``tf-lite`` is last resort.
+DEFAULT_BACKEND_ORDER = ("litert", "onnxruntime", "tflite-runtime", "tf-lite")
+DEFAULT_DELEGATES = ("gpu", "nnapi", "xnnpack", "cpu")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Result of :meth:`Session.predict`."""
+
+    top_k: list[Classification]
+    outputs: list[np.ndarray]
+
+
+class Session:
+    """A bundle's model loaded on the best verified delegate. Thread-safe; one interpreter per session."""
+
+    def __init__(self, bundle: Bundle, entry: ModelEntry, backend: Backend, engine: Engine,
+                 fallback_log: list[DelegateAttempt]) -> None:
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.model = entry
+        self.backend = backend.name
+        self.backend_version = backend.version()
+        self.fallback_log = fallback_log
+        self.labels = bundle.labels()
+        self._engine = engine
+        self._in_specs = engine.inputs
+        self._out_specs = engine.outputs
+        self._lock = threading.Lock()
+
+    @property
+    def delegate(self) -> str:
+        """The delegate / execution provider the model runs on."""
+        return self._engine.delegate
+
+    @property
+    def delegated_partitions(self) -> int:
+        """Graph partitions the chosen accelerator took (0 on plain CPU kernels)."""
+        return self._engine.delegated_partitions
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """Input specs as the interpreter reports them."""
+        return self._in_specs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """Output specs as the interpreter reports them."""
+        return self._out_specs
+
+    def explain(self) -> str:
+        """One line a person can read: where it runs and why the others were dropped."""
+        dropped = "; ".join(str(a) for a in self.fallback_log if a.outcome != "selected")
+        return (f"{self.backend} {self.backend_version} on {self.delegate} "
+                f"({self.delegated_partitions} delegated partition(s))" + (f"; dropped: {dropped}" if dropped else ""))
+
+    def run(self, inputs: Inputs, *, dequantize_outputs: bool = True) -> list[np.ndarray]:
+        """Run once. Float inputs are quantized for int8/uint8 models; outputs come back as float32.
+
+        Args:
+            inputs: one array, a list in input order, or a dict by input name.
+            dequantize_outputs: return raw integer outputs of quantized models when False.
+
+        Raises:
+            InputSpecError: wrong count, names, shape or dtype.
+        """
+        arrays = as_input_list(inputs, self._in_specs)
+        ready = []
+        for arr, spec in zip(arrays, self._in_specs):
+            check_shape(arr, spec)
+            ready.append(to_model_dtype(arr, spec))
+        with self._lock:
+            raw = self._engine.run(ready)
+        if not dequantize_outputs:
+            return raw
+        return [dequantize(o, s) for o, s in zip(raw, self._out_specs)]
+
+    def preprocess(self, image: np.ndarray, *, color: ColorOrder = ColorOrder.BGR) -> np.ndarray:
+        """Apply the bundle's pre-processing to one image (OpenCV BGR by default)."""
+        spec = self.manifest.preprocessing
+        if spec is None:
+            raise InputSpecError("this bundle has no pre-processing spec; call run() with a ready tensor instead.")
+        return preprocess(image, spec, source=color)
+
+    def predict(self, image: np.ndarray, *, color: ColorOrder = ColorOrder.BGR, top_k: int | None = None) -> Prediction:
+        """Pre-process one image, run, and post-process (top-k labels for classifiers)."""
+        outputs = self.run(self.preprocess(image, color=color))
+        post = self.manifest.postprocessing
+        ranked = []
+        if post.kind is PostprocessKind.CLASSIFICATION:
+            ranked = classify(outputs[0], post, self.labels, top_k=top_k)
+        return Prediction(top_k=ranked, outputs=outputs)
+
+    def raw_engine(self) -> Engine:
+        """The backend engine (benchmarks compare against it)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release the interpreter."""
+        self._engine.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
+    if backend is not None:
+        return [backend]
+    preferred = [str(b) for b in manifest.target.get("runtimes", [])]
+    order = [b for b in preferred if b != "tf-lite"] + [b for b in DEFAULT_BACKEND_ORDER if b not in preferred]
+    return list(dict.fromkeys(order))
+
+
+def _choose(manifest: Manifest, backend: str | None) -> tuple[Backend, ModelEntry]:
+    formats = [m.format for m in manifest.models]
+    known = registered_backends()
+    tried = []
+    for name in _backend_order(manifest, backend):
+        cls = known.get(name)
+        if cls is None or not any(f in cls.formats for f in formats):
+            if backend is not None:
+                get_backend(name)  # raises BackendNotFoundError with the list
+                raise ConfigError(f"backend {name!r} runs {list(cls.formats) if cls else []}; bundle holds {formats}")
+            continue
+        if not cls.available():
+            tried.append(f"{name} (not installed)")
+            if backend is not None:
+                get_backend(name)  # raises BackendUnavailableError with the install hint
+            continue
+        entry = next(m for m in manifest.models if m.format in cls.formats)
+        return get_backend(name), entry
+    raise BackendUnavailableError(
+        f"no installed runtime can run this bundle's {formats} model(s); tried: {', '.join(tried)}. "
+        "Install one: pip install 'edgepack[litert]' (tflite) or 'edgepack[onnxruntime]' (onnx)."
+    )
+
+
+def load(
+    path: str | os.PathLike[str] | Bundle,
+    *,
+    backend: str | None = None,
+    delegates: Sequence[str] | None = None,
+    num_threads: int | None = None,
+    verify_golden: bool = True,
+) -> Session:
+    """Verify a bundle and load its model on the best delegate that proves itself on the golden data.
+
+    Args:
+        path: the ``.epk`` file (or an already-read :class:`Bundle`).
+        backend: force a backend (``litert``, ``tflite-runtime``, ``onnxruntime``, ``tf-lite``).
+        delegates: ladder order; default: the bundle target's order, else gpu → nnapi → xnnpack → cpu.
+        num_threads: interpreter threads (None: the library's default).
+        verify_golden: check every delegate against the bundle's golden outputs (recommended).
+    """
+    bundle = path if isinstance(path, Bundle) else read_bundle(path)
+    manifest = bundle.manifest
+    chosen, entry = _choose(manifest, backend)
+    ladder = tuple(delegates) if delegates is not None else tuple(manifest.target.get("delegates") or DEFAULT_DELEGATES)
+    from .opcheck import check_runtime_supports
+
+    check_runtime_supports(entry, chosen)
+    engine, attempts = climb(
+        chosen, bundle.model_bytes(entry), entry, delegates=ladder, num_threads=num_threads,
+        golden_inputs=bundle.golden_inputs(), golden_outputs=bundle.golden_outputs(entry), verify=verify_golden,
+    )
+    return Session(bundle, entry, chosen, engine, attempts)

@@ -1,0 +1,35 @@
+"""edgepack — package trained models for edge devices and run them there.
+
+Host side: ``edgepack.convert(...)``. Device side: ``edgepack.runtimes.load(...)``.
+Attributes are imported lazily so that ``import edgepack.runtimes`` stays small.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "convert": ("edgepack.api", "convert"),
+    "ConvertedBundle": ("edgepack.api", "ConvertedBundle"),
+    "ImageFolder": ("edgepack.converters.calibration", "ImageFolder"),
+    "targets": ("edgepack.converters.targets", None),
+    "recipes": ("edgepack.converters.recipes", None),
+    "load": ("edgepack.runtimes", "load"),
+    "EdgepackError": ("edgepack.runtimes.errors", "EdgepackError"),
+}
+
+__all__ = [*sorted(_LAZY), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'edgepack' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value

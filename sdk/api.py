@@ -1,0 +1,127 @@
+"""Host-side public API: :func:`convert`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgepack.converters.calibration import Calibration, collect, data_hash
+from edgepack.converters.errors import ConversionError, ToleranceError
+from edgepack.converters.package import ConvertedBundle, assemble
+from edgepack.converters.recipes import Recipe, get_recipe
+from edgepack.converters.sources import load_source
+from edgepack.converters.targets import Target, get_target
+from edgepack.converters.tflite_pipeline import build_tflite
+from edgepack.converters.validate import Thresholds, raise_if_failed
+from edgepack.runtimes.errors import ConfigError
+from edgepack.runtimes.manifest import Postprocessing, PostprocessKind, Preprocessing
+
+__all__ = ["ConvertedBundle", "convert", "parse_size"]
+
+_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def parse_size(size: int | str) -> int:
+    """``"4MB"`` → 4_000_000; ints pass through."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper().replace(" ", "")
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            try:
+                return int(float(text[: -len(unit)]) * _UNITS[unit])
+            except ValueError:
+                break
+    raise ConfigError(f"cannot read size {size!r}; write e.g. 4MB, 512KB or 2000000.")
+
+
+def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise ConfigError(f"labels file {path} does not exist; pass a list or a one-label-a-line file.")
+        return path.read_text(encoding="utf-8").splitlines()
+    return [str(x) for x in labels]
+
+
+def convert(
+    model: Any,
+    calibration: Calibration | None = None,
+    *,
+    target: str | Target = "x86",
+    recipe: str | Recipe = "fp32",
+    name: str | None = None,
+    labels: Sequence[str] | str | Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    postprocessing: Postprocessing | None = None,
+    max_size: int | str | None = None,
+    thresholds: Thresholds | None = None,
+    progress: bool = True,
+) -> ConvertedBundle:
+    """Convert a trained model into a validated bundle for ``target``.
+
+    Args:
+        model: ``.keras``/``.h5`` path, SavedModel directory, ``keras.Model`` or an existing ``.tflite``.
+        calibration: representative data (numpy array, :class:`ImageFolder`, iterable); part of it is
+            held back to validate the converted model against the source.
+        target: device class (``rpi4``, ``rpi5``, ``android-phone``, ``arm64-board``, ``jetson``, ``x86``).
+        recipe: ``fp32``, ``fp16``, ``dynamic-int8``, ``full-int8``, ``int16x8`` or a :class:`Recipe`.
+        labels: class names (list or labels file).
+        preprocessing: how images become input tensors (saved in the bundle; used for calibration images).
+        postprocessing: how outputs become results (default: classification top-5 when labels are given).
+        max_size: fail when the model file is larger (``"4MB"``); the target's budget applies otherwise.
+        thresholds: minimum cosine / top-1 agreement with the source (defaults by precision).
+        progress: show progress bars.
+
+    Raises:
+        SourceModelError, CalibrationError, ConversionError, ToleranceError, ConfigError.
+    """
+    tgt, rec = get_target(target), get_recipe(recipe)
+    label_list = _labels(labels)
+    post = postprocessing or Postprocessing(
+        kind=PostprocessKind.CLASSIFICATION if label_list else PostprocessKind.RAW, softmax=False
+    )
+    source = load_source(model)
+    try:
+        samples: list[list[np.ndarray]] = []
+        if calibration is not None:
+            shapes = [i.shape for i in source.inputs] or [(-1,)]
+            dtypes = [i.dtype for i in source.inputs] or ["float32"]
+            if source.kind == "tflite":
+                from edgepack.converters.tflite_pipeline import open_litert
+
+                eng = open_litert(source.tflite_bytes or b"")
+                shapes = [s.shape for s in eng.inputs]
+                dtypes = ["float32" if s.quantization else s.dtype for s in eng.inputs]
+            samples = collect(calibration, shapes=shapes, dtypes=dtypes, preprocessing=preprocessing,
+                              limit=rec.calibration_samples, progress=progress)
+        elif rec.needs_calibration and source.kind != "tflite":
+            raise ConversionError(f"recipe {rec.precision.value} needs calibration data; pass calibration=...")
+        hold = 0 if len(samples) < 2 else max(1, min(len(samples) // 10, 64))
+        calib, held = (samples[:-hold], samples[-hold:]) if hold else (samples, samples)
+        golden = held[0] if held else None
+        artifact = build_tflite(source, rec, calibration=calib, held_back=held[1:] if hold else held,
+                                golden_sample=golden, thresholds=thresholds)
+        if artifact.validation is not None:
+            raise_if_failed(artifact.validation, precision=rec.precision.value)
+        limit = parse_size(max_size) if max_size is not None else tgt.budgets.model_bytes
+        if limit is not None and len(artifact.data) > limit:
+            raise ToleranceError(
+                f"the {artifact.precision} model is {len(artifact.data)} bytes, over the limit of {limit} "
+                f"({'max_size' if max_size is not None else tgt.name + ' budget'}); use a smaller precision or prune."
+            )
+        report = {"models": [artifact.report], "calibration_samples": len(calib), "held_back_samples": len(held),
+                  "source": {"kind": source.kind, "file": source.file_name}}
+        return assemble(
+            name=name or source.name, source=source, target=tgt, recipe=rec, artifacts=[artifact],
+            preprocessing=preprocessing, postprocessing=post, labels=label_list,
+            provenance={"calibration_sha256": data_hash(samples) if samples else None,
+                        "calibration_samples": len(calib)},
+            report=report,
+        )
+    finally:
+        source.close()
