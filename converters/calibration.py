@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgepack.runtimes.manifest import ColorOrder, Preprocessing
 from edgepack.runtimes.preprocess import preprocess
 
@@ -68,9 +69,11 @@ def _as_sample(item: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[st
         if not _fits(arr, shape) and _fits(arr[None], shape):
             arr = arr[None]
         if not _fits(arr, shape):
+            hint = ("uint8 images are pre-processed when you pass preprocessing=Preprocessing(...)"
+                    if arr.dtype == np.uint8 and pre is None else "uint8 images are pre-processed for you")
             raise CalibrationError(
                 f"{where}: sample shape {list(arr.shape)} does not fit model input {list(shape)} (-1 = any); "
-                "pass samples shaped like one model input (uint8 images are pre-processed for you)."
+                f"pass samples shaped like one model input ({hint})."
             )
         if arr.dtype.kind not in "uif":
             raise CalibrationError(f"{where}: sample dtype {arr.dtype} is not numeric.")

@@ -10,7 +10,7 @@ import numpy as np
 from .errors import ConversionError
 from .recipes import IODType, Precision, Recipe
 from .sources import SourceModel
-from .tfenv import import_tensorflow
+from .tfenv import import_tensorflow, quiet_native_output
 
 
 def _converter(source: SourceModel) -> Any:
@@ -59,9 +59,10 @@ def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[
     from tensorflow.lite.python.convert_phase import ConverterError
 
     try:
-        return bytes(conv.convert())
+        with quiet_native_output() as log:
+            return bytes(conv.convert())
     except (ConverterError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()
+        first = str(exc).strip().splitlines() + [line for line in log if "error" in line.lower()]
         reason = next((line for line in first if "error" in line.lower()), first[0] if first else repr(exc))
         raise ConversionError(
             f"TFLite conversion to {p.value} failed: {type(exc).__name__}: {reason[:500]}. "

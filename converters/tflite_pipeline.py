@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends.base import DELEGATE_ERRORS
 from edgepack.runtimes.backends.tflite_common import TFLiteEngine
@@ -23,6 +24,8 @@ from .tflite_inspect import summarize
 from .validate import Thresholds, Validation, agreement, check, run_batch
 
 #: Smallest golden tolerance, relative to the largest golden magnitude, by precision.
+#: Calibration samples also run through both models to judge fidelity (besides the held-back ones).
+VALIDATION_CALIBRATION_SAMPLES = 100
 RELATIVE_FLOOR = {"fp32": 1e-4, "fp16": 1e-3, "dynamic_int8": 5e-3, "full_int8": 1e-2, "int16x8": 1e-2}
 
 
@@ -121,14 +124,17 @@ def build_tflite(
     t1 = time.perf_counter()
     validation = None
     if source.kind != "tflite":
-        samples = [list(golden_sample), *held_back] if golden_sample is not None else list(held_back)
+        # Fidelity to the source: held-back samples plus calibration samples (agreement, not accuracy).
+        samples = ([list(golden_sample)] if golden_sample is not None else []) + list(held_back)
+        samples += list(calibration[:VALIDATION_CALIBRATION_SAMPLES])
         got = run_batch(engine, samples, in_order)
         refs = [source.predict(list(s)) for s in samples]
         agreements = [
             agreement(name, np.concatenate([r[name] for r in refs], axis=0), g) for name, g in zip(out_names, got)
         ]
         validation = Validation(samples=len(samples), outputs=agreements,
-                                failures=check(agreements, precision=recipe.precision.value, thresholds=thresholds))
+                                failures=check(agreements, precision=recipe.precision.value,
+                                              samples=len(samples), thresholds=thresholds))
     tolerance = golden_tolerance(engine, data, golden_inputs, golden_outputs, summary.precision)
     artifact = ModelArtifact(
         data=data, precision=summary.precision, inputs=engine.inputs, outputs=engine.outputs,

@@ -118,7 +118,7 @@ class Postprocessing:
     kind: PostprocessKind = PostprocessKind.RAW
     top_k: int = 5
     softmax: bool = False
-    score_threshold: float = 0.0
+    score_threshold: float | None = None
     nms_iou: float = 0.5
 
 

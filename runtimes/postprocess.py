@@ -37,5 +37,5 @@ def classify(
     return [
         Classification(index=int(i), label=labels[i] if i < len(labels) else str(int(i)), score=float(row[i]))
         for i in order
-        if row[i] >= spec.score_threshold
+        if spec.score_threshold is None or row[i] >= spec.score_threshold
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from edgepack.converters.calibration import Calibration, collect, data_hash
 from edgepack.converters.errors import ConversionError, ToleranceError
 from edgepack.converters.package import ConvertedBundle, assemble
@@ -48,6 +49,15 @@ def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
     return [str(x) for x in labels]
 
 
+def _default_postprocessing(labels: list[str] | None, golden_outputs: Sequence[np.ndarray]) -> Postprocessing:
+    """Classification when labels are given; softmax unless the model already outputs probabilities."""
+    if not labels:
+        return Postprocessing(kind=PostprocessKind.RAW)
+    out = golden_outputs[0].reshape(golden_outputs[0].shape[0], -1) if golden_outputs else np.zeros((1, 0))
+    is_probability = bool(out.size) and bool(np.all(out >= 0)) and bool(np.allclose(out.sum(axis=1), 1, atol=1e-2))
+    return Postprocessing(kind=PostprocessKind.CLASSIFICATION, softmax=not is_probability)
+
+
 def convert(
     model: Any,
     calibration: Calibration | None = None,
@@ -82,9 +92,6 @@ def convert(
     """
     tgt, rec = get_target(target), get_recipe(recipe)
     label_list = _labels(labels)
-    post = postprocessing or Postprocessing(
-        kind=PostprocessKind.CLASSIFICATION if label_list else PostprocessKind.RAW, softmax=False
-    )
     source = load_source(model)
     try:
         samples: list[list[np.ndarray]] = []
@@ -101,11 +108,12 @@ def convert(
                               limit=rec.calibration_samples, progress=progress)
         elif rec.needs_calibration and source.kind != "tflite":
             raise ConversionError(f"recipe {rec.precision.value} needs calibration data; pass calibration=...")
+        # Hold back ~10 % of the samples: never seen by the calibrator, used to judge the result.
         hold = 0 if len(samples) < 2 else max(1, min(len(samples) // 10, 64))
-        calib, held = (samples[:-hold], samples[-hold:]) if hold else (samples, samples)
-        golden = held[0] if held else None
-        artifact = build_tflite(source, rec, calibration=calib, held_back=held[1:] if hold else held,
-                                golden_sample=golden, thresholds=thresholds)
+        calib, held = samples[: len(samples) - hold], samples[len(samples) - hold :]
+        golden = held[0] if held else (samples[0] if samples else None)
+        artifact = build_tflite(source, rec, calibration=calib, held_back=held[1:], golden_sample=golden,
+                                thresholds=thresholds)
         if artifact.validation is not None:
             raise_if_failed(artifact.validation, precision=rec.precision.value)
         limit = parse_size(max_size) if max_size is not None else tgt.budgets.model_bytes
@@ -114,6 +122,7 @@ def convert(
                 f"the {artifact.precision} model is {len(artifact.data)} bytes, over the limit of {limit} "
                 f"({'max_size' if max_size is not None else tgt.name + ' budget'}); use a smaller precision or prune."
             )
+        post = postprocessing or _default_postprocessing(label_list, artifact.golden_outputs)
         report = {"models": [artifact.report], "calibration_samples": len(calib), "held_back_samples": len(held),
                   "source": {"kind": source.kind, "file": source.file_name}}
         return assemble(

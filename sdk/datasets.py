@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from edgepack.runtimes.errors import EdgepackError
 
 FASHION_MNIST_DIR = Path(os.environ.get("EDGEPACK_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
