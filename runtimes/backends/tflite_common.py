@@ -94,6 +94,7 @@ class TFLiteEngine(Engine):
         self._out = self._interp.get_output_details()
         self._in_idx = [d["index"] for d in self._in]
         self._out_idx = [d["index"] for d in self._out]
+        self._shapes = [tuple(int(v) for v in d["shape"]) for d in self._in]
         self._inputs = tuple(_spec(d) for d in self._in)
         self._outputs = tuple(_spec(d) for d in self._out)
         self.delegated_partitions = self._count_partitions()
@@ -119,12 +120,11 @@ class TFLiteEngine(Engine):
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interp = self._interp
-        for idx, detail, arr in zip(self._in_idx, self._in, inputs):
-            if arr.shape != tuple(detail["shape"]):
+        for k, (idx, arr) in enumerate(zip(self._in_idx, inputs)):
+            if arr.shape != self._shapes[k]:
                 interp.resize_tensor_input(idx, arr.shape, strict=True)
                 interp.allocate_tensors()
-                self._in = interp.get_input_details()
-                self._out = interp.get_output_details()
+                self._shapes[k] = arr.shape
             interp.set_tensor(idx, arr)
         interp.invoke()
         return [interp.get_tensor(i) for i in self._out_idx]
