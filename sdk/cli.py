@@ -1,4 +1,4 @@
-"""``edgepack`` command line: convert | run | inspect | verify.
+"""``edgepack`` command line: convert | run | inspect | verify, plus the ``cli_*`` command modules.
 
 User errors print one line (``error: ...``) and exit 2 — never a traceback.
 """
@@ -6,10 +6,13 @@ User errors print one line (``error: ...``) and exit 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check checksums and golden outputs on this machine")
     v.add_argument("bundle")
     _runtime_args(v)
+    for module in _command_modules():
+        module.register(sub)
     return p
+
+
+#: Further sub-command modules (``edgepack.cli_<name>``), each with ``register(subparsers)`` that adds its
+#: parsers and sets ``handler=`` defaults (a function taking the parsed args, returning the exit code).
+COMMAND_MODULES = ("device", "store", "measure")
+
+
+def _command_modules() -> list[Any]:
+    found = []
+    for name in COMMAND_MODULES:
+        full = f"edgepack.cli_{name}"
+        if importlib.util.find_spec(full) is not None:
+            found.append(importlib.import_module(full))
+    return found
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
@@ -88,8 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgepack`` command."""
     args = build_parser().parse_args(argv)
     try:
-        handler = {"convert": _convert, "run": _run, "inspect": _inspect, "verify": _verify}[args.command]
-        return handler(args)
+        handlers = {"convert": _convert, "run": _run, "inspect": _inspect, "verify": _verify}
+        handler = handlers.get(args.command) or args.handler
+        return int(handler(args))
     except EdgepackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
