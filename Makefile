@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.edgepack-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 APT_PACKAGES := dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] && echo "" || echo sudo)
 
-.PHONY: demo test test-all setup data lint clean
+ARM64_CACHE ?= .cache/arm64
+DEVICE_BUNDLES ?= .cache/device-bundles
+
+.PHONY: demo test unit-test test-all setup data qemu device-bundles device-test-arm64 sshd lint clean
 
 setup: $(STAMP)
 
@@ -35,10 +38,34 @@ demo: setup data
 	$(BIN)/python demos/fashion_rpi4.py --output fashion_cnn.epk
 	$(BIN)/python demos/run_bundle.py fashion_cnn.epk
 
+# The host suite, then the on-device suite on an emulated Raspberry Pi 4 (arm64).
+test: unit-test device-test-arm64
+
 # pytest exits 5 when a marker selection leaves no test: say so loudly instead of failing obscurely.
-test: setup data
+unit-test: setup data sshd
 	@$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# A real OpenSSH server on loopback exercises `edgepack device-test --ssh` (tests/test_device_tests.py).
+sshd:
+	@[ -x /usr/sbin/sshd ] || { echo "installing openssh-server (for the ssh device-test path)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends openssh-server \
+	  openssh-client >/dev/null; }
+
+# qemu-user-static runs arm64 binaries without binfmt_misc (docs/emulation.md).
+qemu:
+	@command -v qemu-aarch64-static >/dev/null || { echo "installing qemu-user-static"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null; }
+
+device-bundles: setup data
+	$(BIN)/python -m edgepack.examples --out $(DEVICE_BUNDLES) --recipes fp32,full-int8
+
+# device_tests inside a Debian arm64 userland (built once into $(ARM64_CACHE), ~30 s): ai-edge-litert on a
+# full-int8 bundle, and the legacy tflite-runtime 2.14 + numpy<2 environment on an fp32 bundle.
+device-test-arm64: setup qemu device-bundles
+	$(BIN)/edgepack device-test $(DEVICE_BUNDLES)/fashion_full-int8.epk --emulate arm64 --cache $(ARM64_CACHE)
+	$(BIN)/edgepack device-test $(DEVICE_BUNDLES)/fashion_fp32.epk --emulate arm64 --cache $(ARM64_CACHE) \
+	  --legacy-tflite
 
 test-all: setup data
 	$(BIN)/python -m pytest -q

@@ -35,10 +35,19 @@ def max_op_versions(backend: str) -> dict[str, int]:
 
 def unsupported_ops(entry: ModelEntry, backend: str) -> list[str]:
     """``OP vN (max M)`` for every op of ``entry`` that ``backend`` cannot run."""
-    table = max_op_versions(backend)
-    if not table or entry.format != "tflite":
+    if entry.format != "tflite":
         return []
-    needed: dict[str, int] = entry.requires.get("ops", {})
+    return unsupported_requirements(entry.requires, backend)
+
+
+def unsupported_requirements(requires: dict[str, object], backend: str) -> list[str]:
+    """``OP vN (max M)`` for every op in a TFLite model's ``requires`` that ``backend`` lacks."""
+    table = max_op_versions(backend)
+    if not table:
+        return []
+    needed = requires.get("ops", {})
+    if not isinstance(needed, dict):
+        return []
     problems = []
     for op, version in sorted(needed.items()):
         have = table.get(op)

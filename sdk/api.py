@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,31 @@ def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
             raise ConfigError(f"labels file {path} does not exist; pass a list or a one-label-a-line file.")
         return path.read_text(encoding="utf-8").splitlines()
     return [str(x) for x in labels]
+
+
+def _runtime_compatibility(requires: dict[str, Any], target: Target) -> dict[str, str]:
+    """Check the model's op versions against every frozen runtime the target names.
+
+    A runtime that cannot run the model is reported (and warned about); when it is the only TFLite runtime
+    the target has, conversion fails, since the bundle could never run there.
+    """
+    from edgepack.runtimes.opcheck import OP_TABLES, unsupported_requirements
+
+    result = {}
+    for runtime in target.runtimes:
+        if runtime in OP_TABLES:
+            problems = unsupported_requirements(requires, runtime)
+            result[runtime] = "ok" if not problems else "cannot run: " + ", ".join(problems)
+            if problems:
+                tflite_runtimes = [r for r in target.runtimes if r in ("litert", "tflite-runtime", "tf-lite")]
+                if tflite_runtimes == [runtime]:
+                    raise ConversionError(
+                        f"target {target.name} runs TFLite only with {runtime}, which lacks "
+                        f"{', '.join(problems)}; use fp32 or full-int8 for this target."
+                    )
+                warnings.warn(f"{runtime} on {target.name} cannot run this model ({', '.join(problems)}); "
+                              "it needs ai-edge-litert there.", stacklevel=3)
+    return result
 
 
 def _default_postprocessing(labels: list[str] | None, golden_outputs: Sequence[np.ndarray]) -> Postprocessing:
@@ -122,6 +148,7 @@ def convert(
                 f"the {artifact.precision} model is {len(artifact.data)} bytes, over the limit of {limit} "
                 f"({'max_size' if max_size is not None else tgt.name + ' budget'}); use a smaller precision or prune."
             )
+        artifact.report["runtime_compatibility"] = _runtime_compatibility(artifact.requires, tgt)
         post = postprocessing or _default_postprocessing(label_list, artifact.golden_outputs)
         report = {"models": [artifact.report], "calibration_samples": len(calib), "held_back_samples": len(held),
                   "source": {"kind": source.kind, "file": source.file_name}}

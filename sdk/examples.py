@@ -55,3 +55,34 @@ def train_fashion_cnn(path: str | Path, *, epochs: int = 3, limit: int | None = 
     model.save(tmp)
     tmp.replace(path)
     return path
+
+
+def make_device_bundles(out: str | Path, *, recipes: tuple[str, ...] = ("fp32", "full-int8"),
+                        model: str | Path = ".cache/tests/fashion_small.keras", target: str = "rpi4") -> list[Path]:
+    """Small real bundles for device tests: the Fashion CNN (trained on 12k images, cached) per recipe."""
+    import numpy as np
+
+    import edgepack as ep
+
+    from .datasets import FASHION_LABELS
+
+    model_path = train_fashion_cnn(model, epochs=2, limit=12000)
+    x, _ = load_fashion_mnist("train", limit=12000)
+    calibration = x[np.random.default_rng(1).choice(len(x), 120, replace=False)]
+    paths = []
+    for recipe in recipes:
+        bundle = ep.convert(model_path, calibration, target=target, recipe=recipe, labels=FASHION_LABELS,
+                            preprocessing=FASHION_PREPROCESSING, progress=False)
+        paths.append(bundle.save(Path(out) / f"fashion_{recipe}.epk"))
+        print(f"wrote {paths[-1]} ({bundle.manifest.models[0].precision}, {bundle.size_bytes} bytes)")
+    return paths
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Make small real bundles for device tests.")
+    parser.add_argument("--out", default=".cache/device-bundles")
+    parser.add_argument("--recipes", default="fp32,full-int8,dynamic-int8")
+    args = parser.parse_args()
+    make_device_bundles(args.out, recipes=tuple(args.recipes.split(",")))

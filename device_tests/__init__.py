@@ -1,0 +1,1 @@
+"""On-device test suite: ``pytest device_tests --bundle model.epk`` (needs only the runtime extras + pytest)."""
