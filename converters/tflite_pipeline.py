@@ -55,8 +55,8 @@ def open_litert(data: bytes, *, delegate: str = "xnnpack") -> TFLiteEngine:
         engine = get_backend("litert").open(data, delegate=delegate, num_threads=None)
     except DELEGATE_ERRORS as exc:
         raise ConversionError(
-            f"the converted model does not load in ai-edge-litert ({type(exc).__name__}: {exc}); "
-            "this recipe produced a model the runtime cannot prepare — try another recipe."
+            f"the model does not load in ai-edge-litert ({type(exc).__name__}: {exc}); a model with custom or "
+            "Select-TF (Flex) ops needs a runtime that registers them — otherwise try another recipe."
         ) from exc
     assert isinstance(engine, TFLiteEngine)
     return engine
