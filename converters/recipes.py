@@ -23,6 +23,7 @@ class IODType(str, Enum):
     """Dtype of the model's inputs/outputs after quantization."""
 
     FLOAT32 = "float32"
+    FLOAT16 = "float16"
     INT8 = "int8"
     UINT8 = "uint8"
 
@@ -54,10 +55,25 @@ class Recipe:
     calibration_samples: int = 200
     exclude: tuple[str, ...] = ()
     name: str = ""
+    #: Activation dtype of ONNX QDQ models (uint8 is fastest on x86 ORT; TFLite full int8 is always int8).
+    activation_dtype: IODType = IODType.INT8
 
     def __post_init__(self) -> None:
-        if self.io_dtype is not IODType.FLOAT32 and self.precision is not Precision.FULL_INT8:
-            raise ConfigError(f"io_dtype={self.io_dtype.value} needs precision full_int8, not {self.precision.value}")
+        onnx = self.format is ModelFormat.ONNX
+        if self.io_dtype is IODType.FLOAT16:
+            if not (onnx and self.precision is Precision.FP16):
+                raise ConfigError("io_dtype=float16 needs an ONNX fp16 recipe (onnx_fp16(keep_io_float32=False)).")
+        elif self.io_dtype is not IODType.FLOAT32:
+            if self.precision is not Precision.FULL_INT8:
+                raise ConfigError(
+                    f"io_dtype={self.io_dtype.value} needs precision full_int8, not {self.precision.value}"
+                )
+            if onnx:
+                raise ConfigError("ONNX QDQ models keep float32 inputs/outputs; use io_dtype=float32.")
+        if self.activation_dtype not in (IODType.INT8, IODType.UINT8):
+            raise ConfigError(f"activation_dtype must be int8 or uint8, not {self.activation_dtype.value}")
+        if self.activation_dtype is IODType.UINT8 and not onnx:
+            raise ConfigError("activation_dtype=uint8 is for ONNX QDQ recipes; TFLite full int8 uses int8.")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1")
 
@@ -101,14 +117,75 @@ def int16x8(*, samples: int = 200) -> Recipe:
     return Recipe(precision=Precision.INT16X8, calibration_samples=samples, name="int16x8")
 
 
-RECIPES = {"fp32": fp32, "fp16": fp16, "dynamic-int8": dynamic_int8, "full-int8": full_int8, "int16x8": int16x8}
+def onnx_fp32() -> Recipe:
+    """ONNX, no quantization: the float reference run in ONNX Runtime."""
+    return Recipe(precision=Precision.FP32, format=ModelFormat.ONNX, name="onnx_fp32")
 
 
-def get_recipe(recipe: str | Recipe) -> Recipe:
-    """A recipe by name (``full-int8``...) or passed through; an unknown name lists the known ones."""
+def onnx_fp16(*, keep_io_float32: bool = True) -> Recipe:
+    """ONNX float16 weights and activations (half the size; fast on GPUs, not on x86 CPUs)."""
+    io = IODType.FLOAT32 if keep_io_float32 else IODType.FLOAT16
+    return Recipe(precision=Precision.FP16, format=ModelFormat.ONNX, io_dtype=io, name="onnx_fp16")
+
+
+def onnx_dynamic_int8(*, per_channel: bool = False, exclude: tuple[str, ...] = ()) -> Recipe:
+    """ONNX dynamic int8 (weights int8, activations quantized at run time). Often much slower for CNNs."""
+    return Recipe(precision=Precision.DYNAMIC_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
+                  exclude=tuple(exclude), name="onnx_dynamic_int8")
+
+
+def onnx_qdq_int8(
+    *,
+    per_channel: bool = True,
+    activation: IODType = IODType.UINT8,
+    method: CalibrationMethod = CalibrationMethod.MINMAX,
+    exclude: tuple[str, ...] = (),
+    samples: int = 200,
+) -> Recipe:
+    """ONNX static QDQ int8: int8 weights, ``activation`` (uint8/int8) activations calibrated on data."""
+    return Recipe(precision=Precision.FULL_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
+                  activation_dtype=IODType(activation), calibration_method=CalibrationMethod(method),
+                  exclude=tuple(exclude), calibration_samples=samples, name="qdq_int8")
+
+
+def onnx_qdq_int16x8(*, per_channel: bool = True, samples: int = 200) -> Recipe:
+    """ONNX static QDQ with 16-bit activations and int8 weights: accurate, small, but no fast CPU kernels."""
+    return Recipe(precision=Precision.INT16X8, format=ModelFormat.ONNX, per_channel=per_channel,
+                  calibration_samples=samples, name="qdq_int16x8")
+
+
+RECIPES = {"fp32": fp32, "fp16": fp16, "dynamic-int8": dynamic_int8, "full-int8": full_int8, "int16x8": int16x8,
+           "onnx-fp32": onnx_fp32, "onnx-fp16": onnx_fp16, "onnx-dynamic-int8": onnx_dynamic_int8,
+           "qdq-int8": onnx_qdq_int8, "qdq-int16x8": onnx_qdq_int16x8}
+#: The ONNX recipe a TFLite recipe name stands for under ``format=onnx``.
+ONNX_EQUIVALENTS = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "dynamic-int8": "onnx-dynamic-int8",
+                    "full-int8": "qdq-int8", "int16x8": "qdq-int16x8"}
+
+
+def get_recipe(recipe: str | Recipe, *, format: ModelFormat | str | None = None) -> Recipe:
+    """A recipe by name (``full-int8``, ``qdq-int8``...) or passed through; unknown names list the known ones.
+
+    With ``format="onnx"`` a TFLite name means its ONNX counterpart (``full-int8`` → ``qdq-int8``).
+    """
+    fmt = None if format is None else _format(format)
     if isinstance(recipe, Recipe):
+        if fmt is not None and recipe.format is not fmt:
+            raise ConfigError(f"recipe {recipe.name or recipe.precision.value!r} is for {recipe.format.value}, "
+                              f"not {fmt.value}; pick a {fmt.value} recipe.")
         return recipe
     key = recipe.replace("_", "-")
+    if fmt is ModelFormat.ONNX:
+        key = ONNX_EQUIVALENTS.get(key, key)
     if key not in RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}; known recipes: {', '.join(RECIPES)}")
-    return RECIPES[key]()
+    made = RECIPES[key]()
+    if fmt is not None and made.format is not fmt:
+        raise ConfigError(f"recipe {recipe!r} makes {made.format.value} models, not {fmt.value}.")
+    return made
+
+
+def _format(fmt: ModelFormat | str) -> ModelFormat:
+    try:
+        return ModelFormat(fmt)
+    except ValueError:
+        raise ConfigError(f"unknown format {fmt!r}; choose from: {', '.join(f.value for f in ModelFormat)}") from None

@@ -53,3 +53,39 @@ class InputSpecError(EdgepackError):
 
 class ConfigError(EdgepackError):
     """A recipe, target or option is invalid (unknown key, wrong type, unknown name)."""
+
+
+class StoreError(EdgepackError):
+    """A bundle store (``runtimes/store.py``) problem."""
+
+
+class StoreNotWritableError(StoreError):
+    """The store directory cannot be created or written."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store lock for longer than the timeout."""
+
+
+class StoreStateError(StoreError):
+    """The store's ``state.json`` is corrupt or names a slot file that is missing."""
+
+
+class StoreEmptyError(StoreError):
+    """Nothing is installed in the store (or there is no previous bundle to roll back to)."""
+
+
+class BundleRejectedError(StoreError):
+    """A bundle failed verification (checksums, schema) and was not installed; the old one stays active."""
+
+
+class SelfTestFailedError(BundleRejectedError):
+    """A bundle verified but did not reproduce its golden outputs on any delegate of this device."""
+
+
+class UnsupportedOpsetError(ModelLoadError):
+    """The model's opset (per domain) is newer than the installed runtime supports."""
+
+
+class UnsupportedOperatorError(ModelLoadError):
+    """The model uses an operator (often from a custom domain) that the installed runtime lacks."""

@@ -174,6 +174,7 @@ def load(
     delegates: Sequence[str] | None = None,
     num_threads: int | None = None,
     verify_golden: bool = True,
+    options: object | None = None,
 ) -> Session:
     """Verify a bundle and load its model on the best delegate that proves itself on the golden data.
 
@@ -183,10 +184,12 @@ def load(
         delegates: ladder order; default: the bundle target's order, else gpu → nnapi → xnnpack → cpu.
         num_threads: interpreter threads (None: the library's default).
         verify_golden: check every delegate against the bundle's golden outputs (recommended).
+        options: backend-specific session options, e.g. ``OrtOptions`` for onnxruntime.
     """
     bundle = path if isinstance(path, Bundle) else read_bundle(path)
     manifest = bundle.manifest
     chosen, entry = _choose(manifest, backend)
+    chosen.configure(options, bundle_path=bundle.path)
     ladder = tuple(delegates) if delegates is not None else tuple(manifest.target.get("delegates") or DEFAULT_DELEGATES)
     from .opcheck import check_runtime_supports
 

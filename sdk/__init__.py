@@ -19,6 +19,10 @@ _LAZY = {
     "recipes": ("edgepack.converters.recipes", None),
     "load": ("edgepack.runtimes", "load"),
     "EdgepackError": ("edgepack.runtimes.errors", "EdgepackError"),
+    "evaluate": ("edgepack.evaluate", "evaluate"),
+    "benchmark": ("edgepack.runtimes.benchmark", "benchmark"),
+    "debug_quantization": ("edgepack.quant_debug", "debug_quantization"),
+    "build_report": ("edgepack.report", "build_report"),
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

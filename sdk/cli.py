@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help=".keras/.h5 file, SavedModel dir, .tflite or .onnx")
     c.add_argument("-o", "--output", help="bundle path (default: <model name>.epk)")
     c.add_argument("--target", default="x86", help="rpi4, rpi5, android-phone, arm64-board, jetson, x86")
-    c.add_argument("--recipe", default="fp32", help="fp32, fp16, dynamic-int8, full-int8, int16x8, ...")
+    c.add_argument("--recipe", default="fp32",
+                   help="fp32, fp16, dynamic-int8, full-int8, int16x8, qdq-int8, ...; a comma list makes one "
+                        "bundle with every variant (e.g. full-int8,qdq-int8: .tflite + .onnx)")
     c.add_argument("--format", choices=("tflite", "onnx"), default=None, help="output model format")
     c.add_argument("--io-dtype", choices=("float32", "int8", "uint8"), default=None, help="full-int8 I/O dtype")
     c.add_argument("--calibration", help="image folder or .npy array of samples")
@@ -123,16 +125,18 @@ def _convert(args: argparse.Namespace) -> int:
 
     from edgepack.api import convert
     from edgepack.converters.calibration import ImageFolder
-    from edgepack.converters.recipes import IODType, ModelFormat, get_recipe
+    from edgepack.converters.recipes import IODType, get_recipe
     from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
 
-    recipe = get_recipe(args.recipe)
-    if args.format:
-        recipe = dataclasses.replace(recipe, format=ModelFormat(args.format))
+    names = [r for r in args.recipe.split(",") if r]
+    fmt = args.format or ("onnx" if args.model.lower().endswith(".onnx") else None)
+    recipes = [get_recipe(r, format=fmt if len(names) == 1 else None) for r in names]
+    changes: dict[str, object] = {}
     if args.io_dtype:
-        recipe = dataclasses.replace(recipe, io_dtype=IODType(args.io_dtype))
+        changes["io_dtype"] = IODType(args.io_dtype)
     if args.limit:
-        recipe = dataclasses.replace(recipe, calibration_samples=args.limit)
+        changes["calibration_samples"] = args.limit
+    recipes = [dataclasses.replace(r, **changes) for r in recipes]
     pre = None
     if args.input_size:
         pre = Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
@@ -141,7 +145,8 @@ def _convert(args: argparse.Namespace) -> int:
     if args.calibration:
         cal = Path(args.calibration)
         calibration = _load_npy(cal) if cal.suffix == ".npy" else ImageFolder(cal, limit=args.limit)
-    bundle = convert(args.model, calibration, target=args.target, recipe=recipe, name=args.name,
+    bundle = convert(args.model, calibration, target=args.target, recipe=recipes if len(recipes) > 1 else recipes[0],
+                     name=args.name,
                      labels=args.labels, preprocessing=pre, max_size=args.max_size)
     out = Path(args.output or f"{bundle.manifest.name}.epk")
     bundle.save(out)

@@ -6,11 +6,12 @@ import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from ..errors import BackendNotFoundError, BackendUnavailableError
+from ..errors import BackendNotFoundError, BackendUnavailableError, ConfigError
 from ..manifest import TensorSpec
 
 #: Exceptions a delegate / provider raises when it cannot be set up (DESIGN.md §6): catch exactly these.
@@ -61,6 +62,15 @@ class Backend(ABC):
             return importlib.util.find_spec(cls.module) is not None
         except (ImportError, ValueError):
             return False
+
+    def configure(self, options: object | None = None, *, bundle_path: Path | None = None) -> None:
+        """Apply backend-specific session options (``load(..., options=...)``); most backends take none.
+
+        Raises:
+            ConfigError: options were given to a backend that has none, or of the wrong kind.
+        """
+        if options is not None:
+            raise ConfigError(f"backend {self.name!r} takes no options (got {type(options).__name__}).")
 
     @abstractmethod
     def version(self) -> str:

