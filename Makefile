@@ -68,12 +68,15 @@ qemu:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null; }
 
 device-bundles: setup data
-	$(BIN)/python -m edgepack.examples --out $(DEVICE_BUNDLES) --recipes fp32,full-int8
+	$(BIN)/python -m edgepack.examples --out $(DEVICE_BUNDLES) --recipes fp32,full-int8,qdq-int8
 
 # device_tests inside a Debian arm64 userland (built once into $(ARM64_CACHE), ~30 s): ai-edge-litert on a
-# full-int8 bundle, and the legacy tflite-runtime 2.14 + numpy<2 environment on an fp32 bundle.
+# full-int8 bundle, onnxruntime on a QDQ int8 .onnx bundle, and the legacy tflite-runtime 2.14 + numpy<2
+# environment on an fp32 bundle.
 device-test-arm64: setup qemu device-bundles
 	$(BIN)/edgepack device-test $(DEVICE_BUNDLES)/fashion_full-int8.epk --emulate arm64 --cache $(ARM64_CACHE)
+	$(BIN)/edgepack device-test $(DEVICE_BUNDLES)/fashion_qdq-int8.epk --emulate arm64 --cache $(ARM64_CACHE) \
+	  --stability-runs 300
 	$(BIN)/edgepack device-test $(DEVICE_BUNDLES)/fashion_fp32.epk --emulate arm64 --cache $(ARM64_CACHE) \
 	  --legacy-tflite
 
