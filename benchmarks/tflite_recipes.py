@@ -37,10 +37,13 @@ def latency(fn, x, runs: int) -> float:
     return statistics.median(times)
 
 
-def overhead(session, x: np.ndarray, *, blocks: int, per_block: int) -> dict[str, float]:
-    """Median over interleaved blocks of (Session.run time / raw set_tensor+invoke+get_tensor time)."""
-    engine = session.raw_engine()
-    interp = engine.raw_interpreter()
+def overhead(session, x: np.ndarray, *, pairs: int) -> dict[str, float]:
+    """Session.run vs raw set_tensor+invoke+get_tensor, alternating call by call; ratio of the medians.
+
+    Alternating single calls puts both under the same machine load at every moment, and the median
+    ignores pre-emption spikes: on a shared 2-core machine block timings drift by more than the overhead.
+    """
+    interp = session.raw_engine().raw_interpreter()
     i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
 
     def raw() -> None:
@@ -51,16 +54,22 @@ def overhead(session, x: np.ndarray, *, blocks: int, per_block: int) -> dict[str
     def wrapped() -> None:
         session.run(x)
 
-    ratios, raw_t, wrap_t = [], [], []
-    for _ in range(blocks):
-        for fn, acc in ((raw, raw_t), (wrapped, wrap_t)):
-            t = time.perf_counter()
-            for _ in range(per_block):
-                fn()
-            acc.append((time.perf_counter() - t) / per_block)
-        ratios.append(wrap_t[-1] / raw_t[-1])
-    return {"ratio_median": statistics.median(ratios), "raw_us": statistics.median(raw_t) * 1e6,
-            "session_us": statistics.median(wrap_t) * 1e6}
+    raw_t, wrap_t = [], []
+    clock = time.perf_counter
+    for _ in range(50):
+        raw()
+        wrapped()
+    for _ in range(pairs):
+        t0 = clock()
+        raw()
+        t1 = clock()
+        wrapped()
+        t2 = clock()
+        raw_t.append(t1 - t0)
+        wrap_t.append(t2 - t1)
+    raw_med, wrap_med = statistics.median(raw_t), statistics.median(wrap_t)
+    return {"ratio_median": wrap_med / raw_med, "raw_us": raw_med * 1e6, "session_us": wrap_med * 1e6,
+            "pairs": pairs}
 
 
 def main() -> int:
@@ -87,7 +96,7 @@ def main() -> int:
             "recipe": recipe, "bytes": bundle.size_bytes, "accuracy": float(np.mean(preds == y_test)),
             "median_ms": latency(session.run, x, args.runs) * 1e3, "delegate": session.delegate,
             "partitions": session.delegated_partitions,
-            "overhead": overhead(session, x, blocks=30, per_block=max(50, args.runs // 20)),
+            "overhead": overhead(session, x, pairs=max(2000, args.runs * 2)),
         }
         rows.append(row)
         session.close()

@@ -53,6 +53,7 @@ class Session:
             ((1, *sp.shape[1:]) if sp.shape and sp.shape[0] == -1 else tuple(sp.shape), np.dtype(sp.dtype))
             for sp in self._in_specs
         ]
+        self._fast1 = self._fast[0] if len(self._fast) == 1 else None
         self._dequantize = any(sp.quantization is not None for sp in self._out_specs)
 
     @property
@@ -91,7 +92,8 @@ class Session:
         Raises:
             InputSpecError: wrong count, names, shape or dtype.
         """
-        if isinstance(inputs, np.ndarray) and len(self._fast) == 1 and (inputs.shape, inputs.dtype) == self._fast[0]:
+        fast = self._fast1
+        if fast is not None and type(inputs) is np.ndarray and inputs.shape == fast[0] and inputs.dtype == fast[1]:
             ready = [inputs]  # hot path: exactly the tensor the model takes, nothing to check or convert
         else:
             ready = []
@@ -100,7 +102,7 @@ class Session:
                 ready.append(to_model_dtype(arr, spec))
         with self._lock:
             raw = self._engine.run(ready)
-        if not dequantize_outputs or not self._dequantize:
+        if not (dequantize_outputs and self._dequantize):
             return raw
         return [dequantize(o, s) for o, s in zip(raw, self._out_specs)]
 

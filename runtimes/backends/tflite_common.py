@@ -95,6 +95,7 @@ class TFLiteEngine(Engine):
         self._in_idx = [d["index"] for d in self._in]
         self._out_idx = [d["index"] for d in self._out]
         self._shapes = [tuple(int(v) for v in d["shape"]) for d in self._in]
+        self._one_to_one = len(self._in_idx) == 1 and len(self._out_idx) == 1
         self._inputs = tuple(_spec(d) for d in self._in)
         self._outputs = tuple(_spec(d) for d in self._out)
         self.delegated_partitions = self._count_partitions()
@@ -120,14 +121,24 @@ class TFLiteEngine(Engine):
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         interp = self._interp
+        if self._one_to_one:  # the common single-input, single-output model: no loops
+            arr = inputs[0]
+            if arr.shape != self._shapes[0]:
+                self._resize(0, arr.shape)
+            interp.set_tensor(self._in_idx[0], arr)
+            interp.invoke()
+            return [interp.get_tensor(self._out_idx[0])]
         for k, (idx, arr) in enumerate(zip(self._in_idx, inputs)):
             if arr.shape != self._shapes[k]:
-                interp.resize_tensor_input(idx, arr.shape, strict=True)
-                interp.allocate_tensors()
-                self._shapes[k] = arr.shape
+                self._resize(k, arr.shape)
             interp.set_tensor(idx, arr)
         interp.invoke()
         return [interp.get_tensor(i) for i in self._out_idx]
+
+    def _resize(self, k: int, shape: tuple[int, ...]) -> None:
+        self._interp.resize_tensor_input(self._in_idx[k], shape, strict=True)
+        self._interp.allocate_tensors()
+        self._shapes[k] = shape
 
     def raw_interpreter(self) -> Any:
         """The underlying interpreter (for benchmarks against raw ``invoke()``)."""
