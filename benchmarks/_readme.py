@@ -29,7 +29,7 @@ def vs_raw_tools_table(result: dict[str, Any]) -> str:
     out = [_env(result["environment"]), ""]
     for m in result["models"]:
         out += [f"**{m['model']}** — data: {m['data']}; reference: {m['reference']}; {m['threads']} thread, "
-                f"{m['latency_runs']} interleaved runs per candidate", "",
+                f"{m['latency_runs']} interleaved runs per candidate; measured {m.get('measured', '?')}", "",
                 "| candidate | made by | size KB | × float size | top-1 | top-1 agreement | cosine | SNR dB "
                 "| p50 ms | p90 ms | × float latency |",
                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -187,7 +187,8 @@ def compare(model: str, cands: list[Candidate], data: ArrayData, *, reference: A
             "latency": {k: v for k, v in vars(lat[c.name]).items() if k != "samples_ms"},
             "latency_vs_float": lat[c.name].p50_ms / base[c.family] if c.family in base else None,
         })
-    return {"model": model, "data": f"{data.name} ({len(data)} samples)", "reference": str(Path(str(reference)).name),
+    return {"model": model, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "data": f"{data.name} ({len(data)} samples)", "reference": str(Path(str(reference)).name),
             "threads": THREADS, "latency_runs": blocks * per_block, "seconds": time.perf_counter() - t,
             "rows": rows, "notes": notes}
 
@@ -232,6 +233,8 @@ def _keras_model(title: str, keras_path: Path, work: Path, calib_img: np.ndarray
     cands.append(Candidate("TFLite Optimize.DEFAULT + rep. data", "same + representative_dataset (200 samples)",
                            raw_tflite(sm, work / "default_rep.tflite", optimize=True, representative=calib), "tflite"))
     kw = {"labels": labels, "preprocessing": pre, "progress": False, "thresholds": thresholds, "target": "x86"}
+    if data.color is ColorOrder.RGB:  # convert() reads uint8 images as OpenCV BGR, like every edgepack API
+        calib_img = np.ascontiguousarray(calib_img[..., ::-1])
     epk = _try_bundle(notes, "edgepack full-int8", lambda: ep.convert(keras_path, calib_img, recipe="full-int8", **kw),
                       work / "edgepack_full_int8.epk", fmt="tflite")
     if epk:
@@ -301,7 +304,8 @@ def main() -> int:
     previous = RESULTS / "vs_raw_tools.json"
     if previous.is_file() and set(args.models.split(",")) != set(MODELS):  # keep the models not re-run
         done = {r["model"] for r in results}
-        kept = [m for m in json.loads(previous.read_text())["models"] if m["model"] not in done]
+        kept = [m for m in json.loads(previous.read_text())["models"]
+                if m["model"] not in done and m["model"] in TITLES.values()]
         results = kept + results
         results.sort(key=lambda m: list(MODELS).index(next(k for k, t in TITLES.items() if t == m["model"])))
     out = write_result("vs_raw_tools", {"threads": THREADS, "models": results})

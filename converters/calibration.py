@@ -64,8 +64,11 @@ def _as_sample(item: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[st
     out = []
     for arr, shape, dtype in zip(items, shapes, dtypes):
         arr = np.asarray(arr)
-        if arr.dtype == np.uint8 and pre is not None and not _fits(arr, shape) and not _fits(arr[None], shape):
-            arr = preprocess(arr, pre, source=ColorOrder.BGR)
+        if arr.dtype == np.uint8 and pre is not None and np.dtype(dtype).kind == "f":
+            # uint8 samples are images: always through the bundle's pre-processing (scale, mean/std,
+            # colour, layout), even when they already have the input's shape.
+            image = arr[0] if arr.ndim == 4 and arr.shape[0] == 1 else arr
+            arr = preprocess(image, pre, source=ColorOrder.BGR)
         if not _fits(arr, shape) and _fits(arr[None], shape):
             arr = arr[None]
         if not _fits(arr, shape):

@@ -196,6 +196,11 @@ def _resolve(model: Any, source: Any, pre: Preprocessing | None) -> tuple[Any, s
                    "int16x8": "TFLite's QuantizationDebugger analyses int8 quantization only"}
             raise QuantDebugError(f"{entry.file} is {entry.precision}: no per-layer int8 analysis "
                                   f"({why.get(entry.precision, 'unsupported precision')}).")
+        if entry.format == "onnx" and entry.precision not in ("full_int8", "int16x8"):
+            why_onnx = {"fp32": "it is not quantized", "fp16": "fp16 keeps float math",
+                        "dynamic_int8": "dynamic quantization has no QDQ pairs (activations are quantized at run time)"}
+            raise QuantDebugError(f"{entry.file} is {entry.precision}: no per-layer QDQ analysis "
+                                  f"({why_onnx.get(entry.precision, 'unsupported precision')}).")
         notes = ["the bundle's calibration data is not stored in it: layers were analysed on a re-quantization "
                  "of the source with the given data"] if entry.format == "tflite" else []
         kind = "tflite" if entry.format == "tflite" else "onnx"

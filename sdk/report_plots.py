@@ -66,8 +66,8 @@ def scatter(entries: Sequence[ReportEntry]) -> bytes:
                     alpha=0.6, capsize=3)
         ax.scatter([inv.p50_ms], [y], s=60 + 900 * e.size_bytes / biggest, color=color, alpha=0.75,
                    edgecolors="black", linewidths=0.6, label=f"{e.name} ({e.size_bytes / 1e6:.2f} MB)")
-        ax.annotate(f"{e.name}\n{e.size_bytes / 1e6:.2f} MB", (inv.p50_ms, y), textcoords="offset points",
-                    xytext=(10, 14 - 16 * (k % 3)), fontsize=8, arrowprops={"arrowstyle": "-", "alpha": 0.4})
+        ax.annotate(e.name, (inv.p50_ms, y), textcoords="offset points", xytext=(14, 26 - 13 * k), fontsize=8,
+                    arrowprops={"arrowstyle": "-", "alpha": 0.5, "linewidth": 0.6})
     lat = [e.bench.invoke.p50_ms for e in entries]
     if max(lat) / max(min(lat), 1e-9) > 10:
         ax.set_xscale("log")
@@ -132,8 +132,9 @@ def layer_errors(report: QuantDebugReport, *, top: int = 15, title: str = "") ->
     ax.barh(range(len(layers)), values, color=colors, alpha=0.8)
     ax.set_yticks(range(len(layers)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.axvline(report.min_snr_db, color="black", linestyle="--", linewidth=1)
-    ax.text(report.min_snr_db, -0.7, f" float below {report.min_snr_db:g} dB", fontsize=7, va="bottom")
+    ax.axvline(report.min_snr_db, color="black", linestyle="--", linewidth=1,
+               label=f"suggested for float below {report.min_snr_db:g} dB")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("local quantization SNR (dB, higher is better)"
                   + (f"; {hidden} lossless op(s) (> {LOSSLESS_DB:g} dB) not shown" if hidden else ""))
     ax.set_title(title or f"per-layer error, worst {len(layers)} ({report.method})", fontsize=10)

@@ -200,3 +200,14 @@ def test_unknown_target_and_recipe_list_alternatives(fashion_model_path) -> None
         ep.convert(fashion_model_path, target="toaster")
     with pytest.raises(ConfigError, match="known recipes: fp32"):
         ep.convert(fashion_model_path, recipe="int3")
+
+
+def test_uint8_images_of_input_shape_are_still_preprocessed(fashion_model_path, calibration) -> None:
+    """A uint8 image already shaped like the input must be scaled by the spec, not fed as 0-255 floats."""
+    from edgepack.converters.calibration import collect
+
+    images = calibration[:4, :, :, None]  # (4, 28, 28, 1) uint8: exactly the model's input shape
+    samples = collect(images, shapes=[(-1, 28, 28, 1)], dtypes=["float32"], preprocessing=FASHION_PREPROCESSING,
+                      limit=4, progress=False)
+    assert samples[0][0].shape == (1, 28, 28, 1) and samples[0][0].max() <= 1.0
+    np.testing.assert_allclose(samples[0][0][0, :, :, 0], calibration[0] / 255, atol=1e-6)

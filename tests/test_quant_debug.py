@@ -85,3 +85,23 @@ def test_onnx_qdq_loss_debug(tmp_path: Path, capsys) -> None:
                "--json", str(out)])
     assert rc == 0 and "| rank | layer |" in capsys.readouterr().out
     assert json.loads(out.read_text())["samples"] == 4
+
+
+def test_onnx_qdq_bundle_against_its_float_source(tmp_path: Path) -> None:
+    """A QDQ ONNX bundle made by convert(recipe="qdq-int8"), debugged against the float .onnx it came from."""
+    from measure_helpers import orientation_onnx, orientation_preprocessing, page_images
+
+    import edgepack as ep
+
+    x, y = page_images(2)
+    bundle = ep.convert(orientation_onnx(), x, recipe="qdq-int8", preprocessing=orientation_preprocessing(),
+                        labels=["0", "90", "180", "270"], progress=False)
+    if bundle.manifest.models[0].format != "onnx":
+        pytest.skip("convert() does not make ONNX bundles in this checkout")
+    path = bundle.save(tmp_path / "qdq.epk")
+    report = debug_quantization(path, (x, y), source=orientation_onnx(), limit=8)
+    assert report.model == "qdq.epk" and len(report.layers) > 20 and report.output_snr_db is not None
+    assert report.output_snr_db_kept_float is None  # a given model is not compared with a re-quantization...
+    assert any("re-quantized here" in n for n in report.notes)  # ...the fair comparison is in the notes
+    with pytest.raises(QuantDebugError, match="float .onnx model"):
+        debug_quantization(path, (x, y), source=tmp_path / "model.keras")
