@@ -16,28 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from edgepack import cli_args
 from edgepack.runtimes.errors import EdgepackError
 
 EXIT_USER_ERROR = 2
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}") from None
-    return h, w
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibration", help="image folder or .npy array of samples")
     c.add_argument("--limit", type=int, default=None, help="number of calibration samples")
     c.add_argument("--labels", help="labels file, one class a line")
-    c.add_argument("--input-size", type=_size, help="image models: HxW the images are resized to")
-    c.add_argument("--color", choices=("RGB", "BGR", "GRAY"), default="RGB")
-    c.add_argument("--resize", choices=("stretch", "letterbox", "crop"), default="stretch")
-    c.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC")
-    c.add_argument("--scale", type=float, default=1 / 255)
-    c.add_argument("--mean", type=_floats, default=(0.0,))
-    c.add_argument("--std", type=_floats, default=(1.0,))
+    cli_args.add_preprocessing_args(c)
     c.add_argument("--max-size", help="fail when the model is larger, e.g. 4MB")
     c.add_argument("--name", help="bundle name")
 
@@ -101,7 +83,7 @@ def _command_modules() -> list[Any]:
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="litert, tflite-runtime, onnxruntime, tf-lite")
-    p.add_argument("--delegates", type=_csv, default=None, help="ladder, e.g. gpu,xnnpack,cpu")
+    p.add_argument("--delegates", type=cli_args.csv, default=None, help="ladder, e.g. gpu,xnnpack,cpu")
     p.add_argument("--threads", type=int, default=None)
 
 
@@ -126,7 +108,6 @@ def _convert(args: argparse.Namespace) -> int:
     from edgepack.api import convert
     from edgepack.converters.calibration import ImageFolder
     from edgepack.converters.recipes import IODType, get_recipe
-    from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
 
     names = [r for r in args.recipe.split(",") if r]
     fmt = args.format or ("onnx" if args.model.lower().endswith(".onnx") else None)
@@ -137,10 +118,7 @@ def _convert(args: argparse.Namespace) -> int:
     if args.limit:
         changes["calibration_samples"] = args.limit
     recipes = [dataclasses.replace(r, **changes) for r in recipes]
-    pre = None
-    if args.input_size:
-        pre = Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
-                            scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout))
+    pre = cli_args.preprocessing_from(args)
     calibration = None
     if args.calibration:
         cal = Path(args.calibration)

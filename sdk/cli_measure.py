@@ -13,62 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgepack import cli_args
 from edgepack.runtimes.errors import ConfigError, InputSpecError
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}") from None
-    return h, w
-
 
 DATA_HELP = "labeled data: folder with one sub-folder per class, .npz (x, y), or fashion-mnist[:test|:train]"
 
 
 def _runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="litert, tflite-runtime, onnxruntime, tf-lite")
-    p.add_argument("--delegates", type=_csv, default=None, help="ladder, e.g. xnnpack,cpu")
+    p.add_argument("--delegates", type=cli_args.csv, default=None, help="ladder, e.g. xnnpack,cpu")
     p.add_argument("--threads", type=int, default=None)
-
-
-def _preprocessing_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("pre-processing for source models without a bundle spec")
-    g.add_argument("--input-size", type=_size, help="HxW the images are resized to")
-    g.add_argument("--color", choices=("RGB", "BGR", "GRAY"), default="RGB")
-    g.add_argument("--resize", choices=("stretch", "letterbox", "crop"), default="stretch")
-    g.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC")
-    g.add_argument("--scale", type=float, default=1 / 255)
-    g.add_argument("--mean", type=_floats, default=(0.0,))
-    g.add_argument("--std", type=_floats, default=(1.0,))
-
-
-def _preprocessing(args: argparse.Namespace) -> Any:
-    if not args.input_size:
-        return None
-    from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
-
-    return Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
-                         scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout))
 
 
 def register(sub: Any) -> None:
@@ -81,14 +35,14 @@ def register(sub: Any) -> None:
     e.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     e.add_argument("--json", help="write the result as JSON here")
     _runtime(e)
-    _preprocessing_args(e)
+    cli_args.add_preprocessing_args(e)
     e.set_defaults(handler=_eval)
 
     b = sub.add_parser("bench", help="latency, load time, peak RSS and per-op profile of a bundle")
     b.add_argument("bundle")
     b.add_argument("--runs", type=int, default=200)
     b.add_argument("--warmup", type=int, default=10)
-    b.add_argument("--pin", type=_ints, default=None, help="pin to CPUs, e.g. 0 or 0,1 (Linux)")
+    b.add_argument("--pin", type=cli_args.ints, default=None, help="pin to CPUs, e.g. 0 or 0,1 (Linux)")
     b.add_argument("--images", help="image folder or data (see eval --data) for end-to-end timing")
     b.add_argument("--profile", action="store_true", help="per-op profile where the backend has one")
     b.add_argument("--json", help="write the result (schema edgepack.bench/1) here")
@@ -119,7 +73,7 @@ def register(sub: Any) -> None:
     q.add_argument("--top", type=int, default=20, help="rows of the table")
     q.add_argument("--no-verify", action="store_true", help="skip re-quantizing with the suggestions in float")
     q.add_argument("--json", help="write the result as JSON here")
-    _preprocessing_args(q)
+    cli_args.add_preprocessing_args(q)
     q.set_defaults(handler=_qdebug)
 
 
@@ -133,7 +87,7 @@ def _eval(args: argparse.Namespace) -> int:
     from edgepack.evaluate import RunOptions, evaluate
 
     opts = RunOptions(backend=args.backend, delegates=args.delegates, num_threads=args.threads)
-    result = evaluate(args.model, args.data, reference=args.reference, preprocessing=_preprocessing(args),
+    result = evaluate(args.model, args.data, reference=args.reference, preprocessing=cli_args.preprocessing_from(args),
                       limit=args.limit, options=opts, progress=sys.stderr.isatty())
     print(result)
     if args.confusion:
@@ -218,7 +172,7 @@ def _qdebug(args: argparse.Namespace) -> int:
     from edgepack.quant_debug import DEFAULT_MIN_SNR_DB, debug_quantization
 
     report = debug_quantization(args.model, args.data, source=args.source, quantized=args.quantized,
-                                preprocessing=_preprocessing(args), limit=args.limit,
+                                preprocessing=cli_args.preprocessing_from(args), limit=args.limit,
                                 min_snr_db=DEFAULT_MIN_SNR_DB if args.min_snr is None else args.min_snr,
                                 max_suggested=args.max_suggested, verify=not args.no_verify)
     print(report.table(top=args.top))

@@ -6,11 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from edgepack import cli_args
 from edgepack.runtimes.store import BundleStore, SlotInfo, StoreStatus
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def register(subparsers: Any) -> None:
@@ -37,13 +34,13 @@ def register(subparsers: Any) -> None:
     c = sub.add_parser("recover", help="rebuild a corrupt state.json from the verified slots")
     c.add_argument("directory")
     c.add_argument("--backend", default=None)
-    c.add_argument("--delegates", type=_csv, default=None)
+    c.add_argument("--delegates", type=cli_args.csv, default=None)
     c.set_defaults(handler=_recover)
 
 
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="runtime for the self-test: litert, onnxruntime, ...")
-    p.add_argument("--delegates", type=_csv, default=None, help="self-test ladder, e.g. gpu,xnnpack,cpu")
+    p.add_argument("--delegates", type=cli_args.csv, default=None, help="self-test ladder, e.g. gpu,xnnpack,cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for another install")
 

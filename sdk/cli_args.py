@@ -1,0 +1,58 @@
+"""Argument types shared by the ``edgepack`` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def csv(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` → ``("a", "b", "c")``."""
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """Comma-separated integers."""
+    try:
+        return tuple(int(p) for p in csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers."""
+    try:
+        return tuple(float(p) for p in csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def size(text: str) -> tuple[int, int]:
+    """``"224x224"`` → ``(224, 224)`` (height, width)."""
+    try:
+        h, w = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 224x224, got {text!r}") from None
+    return h, w
+
+
+def add_preprocessing_args(p: argparse.ArgumentParser, *, title: str = "image pre-processing") -> None:
+    """``--input-size --color --resize --layout --scale --mean --std`` (a :class:`Preprocessing` spec)."""
+    g = p.add_argument_group(title)
+    g.add_argument("--input-size", type=size, help="image models: HxW the images are resized to")
+    g.add_argument("--color", choices=("RGB", "BGR", "GRAY"), default="RGB")
+    g.add_argument("--resize", choices=("stretch", "letterbox", "crop"), default="stretch")
+    g.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC")
+    g.add_argument("--scale", type=float, default=1 / 255)
+    g.add_argument("--mean", type=floats, default=(0.0,))
+    g.add_argument("--std", type=floats, default=(1.0,))
+
+
+def preprocessing_from(args: argparse.Namespace) -> Any:
+    """The :class:`Preprocessing` the options describe, or None without ``--input-size``."""
+    if not args.input_size:
+        return None
+    from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
+
+    return Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
+                         scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout))
