@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import platform
@@ -10,18 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgepack.runtimes.versions import installed_versions
+
 RESULTS = Path(__file__).resolve().parent / "results"
 LIBRARIES = ("edgepack", "numpy", "ai-edge-litert", "tensorflow-cpu", "keras", "onnxruntime", "onnx", "tf2onnx")
 
 
 def environment() -> dict[str, Any]:
     """Machine and library versions recorded with every result."""
-    versions = {}
-    for lib in LIBRARIES:
-        try:
-            versions[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    versions = installed_versions(LIBRARIES)
     return {
         "machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "system": platform.platform(), "libraries": versions,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import platform
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ import numpy as np
 
 from edgepack.runtimes.bundle import npy_bytes, sha256_bytes, write_bundle
 from edgepack.runtimes.manifest import Manifest, ModelEntry, Postprocessing, Preprocessing, SourceInfo
+from edgepack.runtimes.versions import installed_versions
 
 from .errors import ConversionError
 from .onnx_sources import OnnxSource
@@ -29,13 +29,7 @@ LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy",
 
 def library_versions() -> dict[str, str]:
     """Versions of the conversion libraries installed here."""
-    out = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(LIBRARIES)
 
 
 def _recipe_json(recipe: Recipe | Sequence[Recipe]) -> dict[str, Any]:

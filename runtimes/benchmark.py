@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
-import importlib.metadata
 import json
 import math
 import os
@@ -38,6 +36,7 @@ from .profiling import OpProfile, op_profile
 from .serde import from_json, to_json
 from .session import Session, load
 from .tensors import Inputs, as_input_list, check_shape, to_model_dtype
+from .versions import installed_versions
 
 SCHEMA = "edgepack.bench/1"
 #: Progress callback: ``(phase, done, total)``; phases are ``warmup``, ``invoke``, ``end_to_end``, ``profile``.
@@ -190,10 +189,7 @@ def _stats_line(label: str, s: LatencyStats) -> str:
 
 def machine() -> Machine:
     """Describe this machine and the runtime libraries installed here (stdlib only)."""
-    libs = {}
-    for lib in RUNTIME_LIBRARIES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            libs[lib] = importlib.metadata.version(lib)
+    libs = installed_versions(RUNTIME_LIBRARIES)
     cpu_model = platform.processor()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
