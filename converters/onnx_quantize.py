@@ -19,6 +19,7 @@ from edgepack.runtimes.errors import ConfigError
 
 from .errors import CalibrationError, ConversionError
 from .onnx_inspect import name_nodes, summarize
+from .onnx_prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
 from .recipes import CalibrationMethod, IODType, Precision, Recipe
 from .sources import InputInfo
 
@@ -74,23 +75,6 @@ def _check_exclude(model: Any, exclude: Sequence[str]) -> None:
                           f"named like: {sample} (unnamed nodes are called <Op>_<index>).")
 
 
-def preprocess(src: Path, dst: Path) -> list[str]:
-    """``quant_pre_process`` (shape inference + basic fusions); returns notes on what had to be skipped."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(src), str(dst), auto_merge=True)
-        return []
-    except ImportError as exc:  # symbolic shape inference needs sympy
-        note = f"symbolic shape inference skipped ({exc})"
-    except Exception as exc:  # ORT's shape inference raises the bare Exception class: re-raise all others
-        if type(exc) is not Exception and not isinstance(exc, (ValueError, TypeError, KeyError, AssertionError)):
-            raise
-        note = f"symbolic shape inference failed and was skipped ({type(exc).__name__}: {str(exc)[:200]})"
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    return [note]
-
-
 def quantize(
     model: Any,
     recipe: Recipe,
@@ -101,7 +85,8 @@ def quantize(
     """Apply ``recipe`` to an fp32 ``ModelProto``; return the new model and what was done (for report.json).
 
     Raises:
-        ConfigError: ``recipe.exclude`` names unknown nodes.
+        ConfigError: ``recipe.exclude`` names unknown or folded nodes (matched against the graph after
+            ``quant_pre_process``, see :mod:`.onnx_prepare`), or ``float_first_layers`` is too many.
         CalibrationError: calibration samples missing or not shaped like the inputs.
         ConversionError: ONNX Runtime's quantization tools failed.
     """
@@ -120,9 +105,9 @@ def quantize(
     work = onnx.ModelProto()
     work.CopyFrom(model)
     info["nodes_named"] = name_nodes(work)
-    _check_exclude(work, recipe.exclude)
     start = time.perf_counter()
     if p is Precision.FP16:
+        _check_exclude(work, recipe.exclude)
         out = _fp16(work, recipe, info)
     else:
         with tempfile.TemporaryDirectory(prefix="edgepack-onnxq-") as tmp:
@@ -132,16 +117,32 @@ def quantize(
                 info["preprocess_notes"] = preprocess(src, pre)
             except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
                 raise ConversionError(f"quant_pre_process failed: {type(exc).__name__}: {exc}") from exc
+            excluded = _float_nodes(work, pre, recipe, info)
             if p is Precision.DYNAMIC_INT8:
-                _dynamic(pre, dst, recipe, info)
+                _dynamic(pre, dst, recipe, info, excluded)
             elif p in (Precision.FULL_INT8, Precision.INT16X8):
                 check_samples(calibration, inputs, what="calibration data")
-                _static(pre, dst, recipe, info, SampleReader([i.name for i in inputs], calibration))
+                _static(pre, dst, recipe, info, SampleReader([i.name for i in inputs], calibration), excluded)
             else:
                 raise ConfigError(f"precision {p.value} is not available for ONNX")
             out = onnx.load(str(dst))
     info["seconds"] = round(time.perf_counter() - start, 3)
     return out, info
+
+
+def _float_nodes(original: Any, pre_path: Path, recipe: Recipe, info: dict[str, Any]) -> list[str]:
+    """Name the nodes ``quant_pre_process`` made (saved back to ``pre_path``); the pre-processed names to keep
+    float: ``recipe.exclude`` mapped onto that graph, plus the first ``recipe.float_first_layers`` layers."""
+    import onnx
+
+    pre = onnx.load(str(pre_path))
+    info["nodes_named_after_preprocess"] = name_rewritten_nodes(original, pre)
+    onnx.save(pre, str(pre_path))
+    chosen = set(resolve_exclude(original, pre, recipe.exclude))
+    if recipe.float_first_layers:
+        chosen.update(first_layers(pre, recipe.float_first_layers))
+        info["float_first_layers"] = recipe.float_first_layers
+    return [n.name for n in pre.graph.node if n.name in chosen]
 
 
 def _fp16(model: Any, recipe: Recipe, info: dict[str, Any]) -> Any:
@@ -155,18 +156,19 @@ def _fp16(model: Any, recipe: Recipe, info: dict[str, Any]) -> Any:
         raise ConversionError(f"fp16 conversion failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _dynamic(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any]) -> None:
+def _dynamic(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], excluded: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    info.update(mode="dynamic", weights="int8", per_channel=recipe.per_channel, excluded=list(recipe.exclude))
+    info.update(mode="dynamic", weights="int8", per_channel=recipe.per_channel, excluded=excluded)
     try:
         quantize_dynamic(str(pre), str(dst), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=list(recipe.exclude))
+                         nodes_to_exclude=excluded)
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ConversionError(f"quantize_dynamic failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _static(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], reader: SampleReader) -> None:
+def _static(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], reader: SampleReader,
+            excluded: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -180,11 +182,11 @@ def _static(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], reader: 
         act, act_name = QuantType.QInt8, "int8"
     method = _METHODS[recipe.calibration_method]
     info.update(mode="static QDQ", weights="int8", activations=act_name, per_channel=recipe.per_channel,
-                calibration_method=method, calibration_samples=len(reader), excluded=list(recipe.exclude))
+                calibration_method=method, calibration_samples=len(reader), excluded=excluded)
     try:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
                         activation_type=act, weight_type=QuantType.QInt8, calibrate_method=getattr(OrtMethod, method),
-                        nodes_to_exclude=list(recipe.exclude))
+                        nodes_to_exclude=excluded)
     except ort_errors() as exc:
         raise CalibrationError(f"onnxruntime could not run the model on the calibration data: {exc}") from exc
     except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as exc:

@@ -43,6 +43,9 @@ class CalibrationMethod(str, Enum):
     PERCENTILE = "percentile"
 
 
+_ONNX_INT = (Precision.FULL_INT8, Precision.INT16X8, Precision.DYNAMIC_INT8)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """What to do to a model. Build it with a factory (:func:`full_int8`...) and tweak with ``replace``."""
@@ -57,6 +60,9 @@ class Recipe:
     name: str = ""
     #: Activation dtype of ONNX QDQ models (uint8 is fastest on x86 ORT; TFLite full int8 is always int8).
     activation_dtype: IODType = IODType.INT8
+    #: ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) and the nodes before and between them in
+    #: float (the "float stem"; early layers often lose the most accuracy, ``edgepack qdebug`` shows which).
+    float_first_layers: int = 0
 
     def __post_init__(self) -> None:
         onnx = self.format is ModelFormat.ONNX
@@ -74,6 +80,13 @@ class Recipe:
             raise ConfigError(f"activation_dtype must be int8 or uint8, not {self.activation_dtype.value}")
         if self.activation_dtype is IODType.UINT8 and not onnx:
             raise ConfigError("activation_dtype=uint8 is for ONNX QDQ recipes; TFLite full int8 uses int8.")
+        if self.calibration_method is not CalibrationMethod.MINMAX and not onnx:
+            raise ConfigError("TFLite calibration is always min/max; calibration_method is for ONNX QDQ recipes.")
+        if self.float_first_layers < 0:
+            raise ConfigError("float_first_layers must be 0 or more")
+        if self.float_first_layers and not (onnx and self.precision in _ONNX_INT):
+            raise ConfigError("float_first_layers is for ONNX int8 recipes (qdq-int8, qdq-int16x8, "
+                              "onnx-dynamic-int8); for TFLite use full-int8 or int16x8.")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1")
 
@@ -140,12 +153,17 @@ def onnx_qdq_int8(
     activation: IODType = IODType.UINT8,
     method: CalibrationMethod = CalibrationMethod.MINMAX,
     exclude: tuple[str, ...] = (),
+    float_first_layers: int = 0,
     samples: int = 200,
 ) -> Recipe:
-    """ONNX static QDQ int8: int8 weights, ``activation`` (uint8/int8) activations calibrated on data."""
+    """ONNX static QDQ int8: int8 weights, ``activation`` (uint8/int8) activations calibrated on data.
+
+    ``exclude`` (node names, matched after ``quant_pre_process``) and ``float_first_layers`` stay float.
+    """
     return Recipe(precision=Precision.FULL_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
                   activation_dtype=IODType(activation), calibration_method=CalibrationMethod(method),
-                  exclude=tuple(exclude), calibration_samples=samples, name="qdq_int8")
+                  exclude=tuple(exclude), float_first_layers=float_first_layers, calibration_samples=samples,
+                  name="qdq_int8")
 
 
 def onnx_qdq_int16x8(*, per_channel: bool = True, samples: int = 200) -> Recipe:

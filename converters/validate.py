@@ -103,11 +103,20 @@ def check(
     return failures
 
 
-def raise_if_failed(validation: Validation, *, precision: str) -> None:
-    """Raise :class:`ToleranceError` listing every failed rule."""
+#: What to try next, by the kind of recipe that missed tolerance.
+_ONNX_INT8_HINT = (" For ONNX QDQ: Percentile calibration and the first layers kept in float often recover it "
+                   "(onnx_qdq_int8(method=CalibrationMethod.PERCENTILE, float_first_layers=3); CLI "
+                   "--calibration-method percentile --float-first-layers 3); `edgepack qdebug` names the layers "
+                   "that lose the most, for recipe exclude=.")
+
+
+def raise_if_failed(validation: Validation, *, precision: str, onnx: bool = False) -> None:
+    """Raise :class:`ToleranceError` listing every failed rule (and, for ONNX int8, what to try)."""
     if validation.failures:
+        hint = _ONNX_INT8_HINT if onnx and precision in ("full_int8", "dynamic_int8") else ""
         raise ToleranceError(
             f"the {precision} model misses tolerance vs the source on {validation.samples} samples: "
             + "; ".join(validation.failures)
             + ". Use a less aggressive recipe, more/better calibration data, or loosen thresholds= if intended."
+            + hint
         )

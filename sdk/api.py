@@ -146,7 +146,8 @@ def convert(
             artifact = builder(source, rec, calibration=calib, held_back=held[1:], golden_sample=golden,
                                thresholds=thresholds)
             if artifact.validation is not None:
-                raise_if_failed(artifact.validation, precision=rec.precision.value)
+                raise_if_failed(artifact.validation, precision=rec.precision.value,
+                                onnx=rec.format is ModelFormat.ONNX)
             _check_size(artifact, tgt, max_size)
             if artifact.requires.get("runtime") == "tflite":
                 artifact.report["runtime_compatibility"] = _runtime_compatibility(artifact.requires, tgt)

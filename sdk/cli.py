@@ -22,12 +22,6 @@ from edgepack.runtimes.errors import EdgepackError
 EXIT_USER_ERROR = 2
 
 
-
-
-
-
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs)."""
     p = argparse.ArgumentParser(prog="edgepack", description="Package models for edge devices and run them.")
@@ -44,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--io-dtype", choices=("float32", "int8", "uint8"), default=None, help="full-int8 I/O dtype")
     c.add_argument("--calibration", help="image folder or .npy array of samples")
     c.add_argument("--limit", type=int, default=None, help="number of calibration samples")
+    c.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default=None,
+                   help="ONNX QDQ: how activation ranges are estimated (default minmax)")
+    c.add_argument("--exclude", type=cli_args.csv, default=None,
+                   help="ONNX int8: node names kept in float (names as `edgepack qdebug` prints them)")
+    c.add_argument("--float-first-layers", type=int, default=None, metavar="N",
+                   help="ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) in float")
     c.add_argument("--labels", help="labels file, one class a line")
     cli_args.add_preprocessing_args(c)
     c.add_argument("--max-size", help="fail when the model is larger, e.g. 4MB")
@@ -107,7 +107,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     from edgepack.api import convert
     from edgepack.converters.calibration import ImageFolder
-    from edgepack.converters.recipes import IODType, get_recipe
+    from edgepack.converters.recipes import CalibrationMethod, IODType, get_recipe
 
     names = [r for r in args.recipe.split(",") if r]
     fmt = args.format or ("onnx" if args.model.lower().endswith(".onnx") else None)
@@ -117,7 +117,15 @@ def _convert(args: argparse.Namespace) -> int:
         changes["io_dtype"] = IODType(args.io_dtype)
     if args.limit:
         changes["calibration_samples"] = args.limit
-    recipes = [dataclasses.replace(r, **changes) for r in recipes]
+    onnx_only: dict[str, object] = {}  # with several recipes, these go to the ONNX ones only
+    if args.calibration_method:
+        onnx_only["calibration_method"] = CalibrationMethod(args.calibration_method)
+    if args.exclude:
+        onnx_only["exclude"] = args.exclude
+    if args.float_first_layers is not None:
+        onnx_only["float_first_layers"] = args.float_first_layers
+    recipes = [dataclasses.replace(r, **changes, **(onnx_only if len(recipes) == 1 or r.format.value == "onnx" else {}))
+               for r in recipes]
     pre = cli_args.preprocessing_from(args)
     calibration = None
     if args.calibration:

@@ -62,20 +62,21 @@ def quantize_qdq(float_path: Path, out: Path, name: str, samples: Sequence[np.nd
 
 
 def _prepare_float(src: Path, dst: Path) -> Path:
-    """Name every node (``<Op>_<index>``, so any layer can be excluded) and run ``quant_pre_process``."""
+    """Name every node and run ``quant_pre_process`` as the ONNX recipes do, so that the layer names reported
+    here are the names ``recipe.exclude`` takes (``<Op>_<index>``, ``<original>/<Op>`` for rewritten nodes)."""
     import onnx
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgepack.converters.onnx_inspect import name_nodes
+    from edgepack.converters.onnx_prepare import name_rewritten_nodes, preprocess
 
     model = onnx.load(str(src))
     name_nodes(model)
     named = dst.with_name("float_named.onnx")
     onnx.save(model, str(named))
-    try:
-        quant_pre_process(str(named), str(dst), auto_merge=True)
-    except (ImportError, ValueError, TypeError, KeyError, RuntimeError):  # symbolic shape inference gave up
-        quant_pre_process(str(named), str(dst), skip_symbolic_shape=True)
+    preprocess(named, dst)
+    pre = onnx.load(str(dst))
+    name_rewritten_nodes(model, pre)
+    onnx.save(pre, str(dst))
     return dst
 
 
