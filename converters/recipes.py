@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from edgepack.runtimes.errors import ConfigError
@@ -44,6 +44,8 @@ class CalibrationMethod(str, Enum):
 
 
 _ONNX_INT = (Precision.FULL_INT8, Precision.INT16X8, Precision.DYNAMIC_INT8)
+#: CPU architectures whose ONNX Runtime int8 kernels need ``reduce_range`` unless the CPU has VNNI.
+X86_ARCHS = ("x86_64", "amd64", "x86")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class Recipe:
     #: ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) and the nodes before and between them in
     #: float (the "float stem"; early layers often lose the most accuracy, ``edgepack qdebug`` shows which).
     float_first_layers: int = 0
+    #: ONNX int8: 7-bit weights (ORT ``reduce_range``), so that the uint8 x int8 kernels of x86 CPUs without VNNI
+    #: cannot overflow. None: the target decides when converting (x86_64: on, Arm: off); the bundle records it.
+    reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
         onnx = self.format is ModelFormat.ONNX
@@ -87,6 +92,8 @@ class Recipe:
         if self.float_first_layers and not (onnx and self.precision in _ONNX_INT):
             raise ConfigError("float_first_layers is for ONNX int8 recipes (qdq-int8, qdq-int16x8, "
                               "onnx-dynamic-int8); for TFLite use full-int8 or int16x8.")
+        if self.reduce_range and not (onnx and self.precision in _ONNX_INT):
+            raise ConfigError("reduce_range is for ONNX int8 recipes (qdq-int8, qdq-int16x8, onnx-dynamic-int8).")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1")
 
@@ -94,6 +101,15 @@ class Recipe:
     def needs_calibration(self) -> bool:
         """True when the recipe quantizes activations (needs representative data)."""
         return self.precision in (Precision.FULL_INT8, Precision.INT16X8)
+
+    def resolved_for(self, arch: str) -> Recipe:
+        """This recipe with the choices left to the target made: ``reduce_range`` on for ONNX models that run
+        ORT's uint8 x int8 kernels (dynamic int8, QDQ with uint8 activations) on x86_64, off otherwise."""
+        if self.reduce_range is None and self.format is ModelFormat.ONNX and self.precision in _ONNX_INT:
+            u8 = self.precision is Precision.DYNAMIC_INT8 or (
+                self.precision is Precision.FULL_INT8 and self.activation_dtype is IODType.UINT8)
+            return replace(self, reduce_range=u8 and arch.lower() in X86_ARCHS)
+        return self
 
     def to_json(self) -> dict[str, object]:
         """JSON form, as saved in the bundle manifest."""
@@ -141,10 +157,11 @@ def onnx_fp16(*, keep_io_float32: bool = True) -> Recipe:
     return Recipe(precision=Precision.FP16, format=ModelFormat.ONNX, io_dtype=io, name="onnx_fp16")
 
 
-def onnx_dynamic_int8(*, per_channel: bool = False, exclude: tuple[str, ...] = ()) -> Recipe:
+def onnx_dynamic_int8(*, per_channel: bool = False, exclude: tuple[str, ...] = (),
+                      reduce_range: bool | None = None) -> Recipe:
     """ONNX dynamic int8 (weights int8, activations quantized at run time). Often much slower for CNNs."""
     return Recipe(precision=Precision.DYNAMIC_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
-                  exclude=tuple(exclude), name="onnx_dynamic_int8")
+                  exclude=tuple(exclude), reduce_range=reduce_range, name="onnx_dynamic_int8")
 
 
 def onnx_qdq_int8(
@@ -154,16 +171,18 @@ def onnx_qdq_int8(
     method: CalibrationMethod = CalibrationMethod.MINMAX,
     exclude: tuple[str, ...] = (),
     float_first_layers: int = 0,
+    reduce_range: bool | None = None,
     samples: int = 200,
 ) -> Recipe:
     """ONNX static QDQ int8: int8 weights, ``activation`` (uint8/int8) activations calibrated on data.
 
-    ``exclude`` (node names, matched after ``quant_pre_process``) and ``float_first_layers`` stay float.
+    ``exclude`` (node names, matched after ``quant_pre_process``) and ``float_first_layers`` stay float;
+    ``reduce_range`` (7-bit weights) defaults to the target's choice.
     """
     return Recipe(precision=Precision.FULL_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
                   activation_dtype=IODType(activation), calibration_method=CalibrationMethod(method),
-                  exclude=tuple(exclude), float_first_layers=float_first_layers, calibration_samples=samples,
-                  name="qdq_int8")
+                  exclude=tuple(exclude), float_first_layers=float_first_layers, reduce_range=reduce_range,
+                  calibration_samples=samples, name="qdq_int8")
 
 
 def onnx_qdq_int16x8(*, per_channel: bool = True, samples: int = 200) -> Recipe:

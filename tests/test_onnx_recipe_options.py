@@ -1,5 +1,6 @@
-"""Keeping nodes in float: ``recipe.exclude`` and ``float_first_layers`` matched on the graph ORT quantizes.
+"""ONNX recipe options on real ONNX Runtime: nodes kept in float, and ``reduce_range`` chosen by the target.
 
+Float nodes: ``recipe.exclude`` and ``float_first_layers`` are matched on the graph ORT quantizes.
 ``quant_pre_process`` folds BatchNormalization into Conv, inlines HardSwish as HardSigmoid + Mul and fuses
 MatMul + Add into Gemm; the model here has all three, so every mapping rule is exercised on real ORT output.
 """
@@ -17,16 +18,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import edgepack as ep
 from edgepack.converters.onnx_inspect import name_nodes
 from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
 from edgepack.converters.onnx_prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
 from edgepack.converters.onnx_sources import load_onnx_source
 from edgepack.converters.recipes import (
     CalibrationMethod,
+    IODType,
     Recipe,
     full_int8,
     onnx_dynamic_int8,
     onnx_qdq_int8,
+    onnx_qdq_int16x8,
 )
 from edgepack.runtimes.bundle import read_bundle
 from edgepack.runtimes.errors import ConfigError
@@ -169,3 +173,34 @@ def test_cli_float_options(source, tmp_path: Path) -> None:  # type: ignore[no-u
                           str(tmp_path / "bad.epk")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "exclude 'Conv_0' instead" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad.epk").exists()
+
+
+def test_reduce_range_is_the_targets_choice_unless_set() -> None:
+    assert onnx_qdq_int8().reduce_range is None
+    assert onnx_qdq_int8().resolved_for("x86_64").reduce_range is True  # uint8 x int8 kernels without VNNI
+    assert onnx_qdq_int8().resolved_for("aarch64").reduce_range is False
+    assert onnx_dynamic_int8().resolved_for("x86_64").reduce_range is True
+    assert onnx_qdq_int8(activation=IODType.INT8).resolved_for("x86_64").reduce_range is False
+    assert onnx_qdq_int16x8().resolved_for("x86_64").reduce_range is False
+    assert onnx_qdq_int8(reduce_range=False).resolved_for("x86_64").reduce_range is False  # asked for: kept
+    assert full_int8().resolved_for("x86_64") == full_int8()  # TFLite: not applicable
+    with pytest.raises(ConfigError, match="reduce_range is for ONNX int8"):
+        full_int8().__class__(precision=full_int8().precision, reduce_range=True)
+
+
+def _int8_weight_extremes(data: bytes) -> int:
+    model = onnx.load_from_string(data)
+    return max(int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max()) for i in model.graph.initializer
+               if i.data_type == TensorProto.INT8 and len(i.dims) == 4)
+
+
+@pytest.mark.parametrize(("target", "reduced"), [("x86", True), ("rpi4", False)])
+def test_reduce_range_reaches_the_bundle(target: str, reduced: bool, tmp_path: Path) -> None:
+    model = tmp_path / "stem.onnx"
+    onnx.save(stem_model(), str(model))
+    calibration = np.random.default_rng(3).random((30, 3, 12, 12), dtype=np.float32)
+    bundle = ep.convert(model, calibration, target=target, recipe="qdq-int8", progress=False)
+    assert bundle.manifest.recipe["reduce_range"] is reduced  # recorded as chosen, not left to the reader
+    assert bundle.report["models"][0]["quantization"]["reduce_range"] is reduced
+    # 7-bit weights span [-64, 63]; 8-bit per-channel MinMax weights reach 127 in every channel
+    assert _int8_weight_extremes(bundle.files[bundle.manifest.models[0].file]) == (64 if reduced else 127)
