@@ -31,8 +31,8 @@ from edgepack.emulation import build_rootfs, run_emulated
 
 VARIANTS: list[tuple[str, Recipe]] = [
     ("fp32", onnx_fp32()),
-    ("qdq-int8, reduce_range off (rpi4's choice)", onnx_qdq_int8(reduce_range=False)),
-    ("qdq-int8, reduce_range on (x86's choice)", onnx_qdq_int8(reduce_range=True)),
+    ("qdq-int8, reduce_range off", onnx_qdq_int8(reduce_range=False)),
+    ("qdq-int8, reduce_range on (the default)", onnx_qdq_int8(reduce_range=True)),
     ("qdq-int8 Percentile, 3 layers float", onnx_qdq_int8(method=CalibrationMethod.PERCENTILE, float_first_layers=3,
                                                           reduce_range=False)),
 ]

@@ -63,7 +63,7 @@ VARIANTS: list[tuple[str, Recipe]] = [
     ("dynamic int8", onnx_dynamic_int8(reduce_range=False)),
     ("QDQ per-tensor u8s8", onnx_qdq_int8(per_channel=False, reduce_range=False)),
     ("QDQ per-channel u8s8", onnx_qdq_int8(reduce_range=False)),
-    ("QDQ per-channel u8s8, reduce_range (x86)", onnx_qdq_int8(reduce_range=True)),
+    ("QDQ per-channel u8s8, reduce_range (default)", onnx_qdq_int8(reduce_range=True)),
     ("QDQ per-channel s8s8", onnx_qdq_int8(activation=IODType.INT8)),
     ("QDQ int16x8 per-channel", onnx_qdq_int16x8()),
 ]

@@ -44,8 +44,9 @@ class CalibrationMethod(str, Enum):
 
 
 _ONNX_INT = (Precision.FULL_INT8, Precision.INT16X8, Precision.DYNAMIC_INT8)
-#: CPU architectures whose ONNX Runtime int8 kernels need ``reduce_range`` unless the CPU has VNNI.
-X86_ARCHS = ("x86_64", "amd64", "x86")
+#: CPU architectures whose ONNX Runtime uint8 x int8 kernels get ``reduce_range`` by default: x86-64 without VNNI
+#: saturates without it, and with it x86-64 and arm64 give bit-identical outputs (measured, docs/onnx.md).
+REDUCE_RANGE_ARCHS = ("x86_64", "amd64", "aarch64", "arm64")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class Recipe:
     #: float (the "float stem"; early layers often lose the most accuracy, ``edgepack qdebug`` shows which).
     float_first_layers: int = 0
     #: ONNX int8: 7-bit weights (ORT ``reduce_range``), so that the uint8 x int8 kernels of x86 CPUs without VNNI
-    #: cannot overflow. None: the target decides when converting (x86_64: on, Arm: off); the bundle records it.
+    #: cannot overflow and every CPU computes the same outputs. None: the target decides when converting (CPU
+    #: targets: on for uint8-activation QDQ and dynamic int8); the bundle records the value used.
     reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
@@ -104,11 +106,12 @@ class Recipe:
 
     def resolved_for(self, arch: str) -> Recipe:
         """This recipe with the choices left to the target made: ``reduce_range`` on for ONNX models that run
-        ORT's uint8 x int8 kernels (dynamic int8, QDQ with uint8 activations) on x86_64, off otherwise."""
+        ORT's uint8 x int8 CPU kernels (dynamic int8, QDQ with uint8 activations) on x86-64 and arm64, where it
+        makes the host's validation bit-exact with the device's arithmetic (docs/onnx.md); off otherwise."""
         if self.reduce_range is None and self.format is ModelFormat.ONNX and self.precision in _ONNX_INT:
             u8 = self.precision is Precision.DYNAMIC_INT8 or (
                 self.precision is Precision.FULL_INT8 and self.activation_dtype is IODType.UINT8)
-            return replace(self, reduce_range=u8 and arch.lower() in X86_ARCHS)
+            return replace(self, reduce_range=u8 and arch.lower() in REDUCE_RANGE_ARCHS)
         return self
 
     def to_json(self) -> dict[str, object]:
