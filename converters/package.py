@@ -17,11 +17,11 @@ from edgepack.runtimes.manifest import Manifest, ModelEntry, Postprocessing, Pre
 from edgepack.runtimes.versions import installed_versions
 
 from .errors import ConversionError
-from .onnx_sources import OnnxSource
-from .recipes import Recipe
-from .sources import SourceModel
-from .targets import Target
-from .tflite_pipeline import ModelArtifact
+from .formats.onnx.source import OnnxSource
+from edgepack.runtimes.recipe import Recipe
+from .formats.tflite.source import SourceModel
+from edgepack.runtimes.target import Target
+from .formats.tflite.pipeline import ModelArtifact
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx",
              "torch", "onnxscript")

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import edgepack as ep
-from edgepack.datasets import FASHION_LABELS, load_fashion_mnist
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 
 
 def main() -> int:

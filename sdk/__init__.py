@@ -15,14 +15,14 @@ _LAZY = {
     "convert": ("edgepack.api", "convert"),
     "ConvertedBundle": ("edgepack.api", "ConvertedBundle"),
     "ImageFolder": ("edgepack.converters.calibration", "ImageFolder"),
-    "targets": ("edgepack.converters.targets", None),
-    "recipes": ("edgepack.converters.recipes", None),
+    "targets": ("edgepack.runtimes.target", None),
+    "recipes": ("edgepack.runtimes.recipe", None),
     "load": ("edgepack.runtimes", "load"),
     "EdgepackError": ("edgepack.runtimes.errors", "EdgepackError"),
-    "evaluate": ("edgepack.evaluate", "evaluate"),
+    "evaluate": ("edgepack.measure.evaluate", "evaluate"),
     "benchmark": ("edgepack.runtimes.benchmark", "benchmark"),
-    "debug_quantization": ("edgepack.quant_debug", "debug_quantization"),
-    "build_report": ("edgepack.report", "build_report"),
+    "debug_quantization": ("edgepack.measure.qdebug", "debug_quantization"),
+    "build_report": ("edgepack.measure.report", "build_report"),
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]

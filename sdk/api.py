@@ -13,10 +13,10 @@ import numpy as np
 from edgepack.converters.calibration import Calibration, collect, data_hash
 from edgepack.converters.errors import ConversionError, ToleranceError
 from edgepack.converters.package import ConvertedBundle, assemble
-from edgepack.converters.recipes import ModelFormat, Recipe, get_recipe
-from edgepack.converters.sources import load_source
-from edgepack.converters.targets import Target, get_target
-from edgepack.converters.tflite_pipeline import ModelArtifact, build_tflite
+from edgepack.runtimes.recipe import ModelFormat, Recipe, get_recipe
+from edgepack.converters.formats.tflite.source import load_source
+from edgepack.runtimes.target import Target, get_target
+from edgepack.converters.formats.tflite.pipeline import ModelArtifact, build_tflite
 from edgepack.converters.validate import Thresholds, raise_if_failed
 from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.manifest import Postprocessing, PostprocessKind, Preprocessing
@@ -186,7 +186,7 @@ def _is_onnx_source(model: Any) -> bool:
 def _load(model: Any, fmt: ModelFormat, *, example_input: Any) -> Any:
     """The source loader of an output format: TFLite via SavedModel, ONNX via tf2onnx / torch export."""
     if fmt is ModelFormat.ONNX:
-        from edgepack.converters.onnx_sources import load_onnx_source
+        from edgepack.converters.formats.onnx.source import load_onnx_source
 
         return load_onnx_source(model, example_input=example_input)
     if example_input is not None:
@@ -195,7 +195,7 @@ def _load(model: Any, fmt: ModelFormat, *, example_input: Any) -> Any:
 
 
 def _build_onnx(source: Any, rec: Recipe, **kwargs: Any) -> ModelArtifact:
-    from edgepack.converters.onnx_pipeline import build_onnx
+    from edgepack.converters.formats.onnx.pipeline import build_onnx
 
     return build_onnx(source, rec, **kwargs)
 
@@ -209,13 +209,13 @@ def _samples(source: Any, rec: Recipe, calibration: Calibration | None, *, prepr
                                   "pass calibration=...")
         return []
     if rec.format is ModelFormat.ONNX:
-        from edgepack.converters.onnx_pipeline import calibration_samples
+        from edgepack.converters.formats.onnx.pipeline import calibration_samples
 
         return calibration_samples(source, calibration, preprocessing=preprocessing, limit=rec.calibration_samples)
     shapes = [i.shape for i in source.inputs] or [(-1,)]
     dtypes = [i.dtype for i in source.inputs] or ["float32"]
     if source.kind == "tflite":
-        from edgepack.converters.tflite_pipeline import open_litert
+        from edgepack.converters.formats.tflite.pipeline import open_litert
 
         eng = open_litert(source.tflite_bytes or b"")
         shapes = [s.shape for s in eng.inputs]

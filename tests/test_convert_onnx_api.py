@@ -8,7 +8,7 @@ import numpy as np
 
 import edgepack as ep
 from edgepack.cli import main
-from edgepack.examples import FASHION_PREPROCESSING
+from edgepack.examples.fashion import FASHION_PREPROCESSING
 from edgepack.runtimes import load, read_bundle
 
 

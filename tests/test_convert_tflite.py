@@ -11,7 +11,7 @@ import pytest
 import edgepack as ep
 from edgepack.converters import CalibrationError, ConversionError, SourceModelError, ToleranceError
 from edgepack.converters.validate import Thresholds
-from edgepack.examples import FASHION_PREPROCESSING
+from edgepack.examples.fashion import FASHION_PREPROCESSING
 from edgepack.runtimes import load, read_bundle
 
 RECIPES = ["fp32", "fp16", "dynamic-int8", "full-int8", "int16x8"]
@@ -42,7 +42,7 @@ def test_quantized_models_are_smaller(bundle_factory) -> None:
 
 @pytest.mark.parametrize("io_dtype", ["int8", "uint8"])
 def test_full_int8_with_integer_io_takes_float_input(fashion_model_path, calibration, io_dtype: str) -> None:
-    from edgepack.converters.recipes import IODType
+    from edgepack.runtimes.recipe import IODType
 
     recipe = ep.recipes.full_int8(io_dtype=IODType(io_dtype), samples=100)
     bundle = ep.convert(fashion_model_path, calibration, recipe=recipe, preprocessing=FASHION_PREPROCESSING,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgepack.cli import main
-from edgepack.device_test import DeviceTestError, SuiteOptions, run_ssh, ssh_commands
+from edgepack.device.suite import DeviceTestError, SuiteOptions, run_ssh, ssh_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 

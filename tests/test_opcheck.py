@@ -9,7 +9,7 @@ import pytest
 
 import edgepack as ep
 from edgepack.converters import ConversionError
-from edgepack.examples import FASHION_PREPROCESSING
+from edgepack.examples.fashion import FASHION_PREPROCESSING
 from edgepack.runtimes import ModelLoadError, read_bundle
 from edgepack.runtimes.backends.tflite_runtime import TFLiteRuntimeBackend
 from edgepack.runtimes.opcheck import check_runtime_supports, max_op_versions, unsupported_ops

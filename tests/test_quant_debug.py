@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgepack.cli import main
-from edgepack.examples import FASHION_PREPROCESSING
-from edgepack.quant_debug import (
+from edgepack.examples.fashion import FASHION_PREPROCESSING
+from edgepack.measure.qdebug import (
     LayerError,
     QuantDebugError,
     debug_quantization,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgepack.cli import main
-from edgepack.report import ReportError, build_report, find_browser, screenshot
+from edgepack.measure.report import ReportError, build_report, find_browser, screenshot
 from edgepack.runtimes import BundleError
 
 RECIPES = ("fp32", "fp16", "dynamic-int8", "full-int8", "int16x8")

@@ -1,0 +1,70 @@
+"""SavedModel → ``.tflite`` bytes for every precision of a :class:`Recipe`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgepack.converters.errors import ConversionError
+from edgepack.runtimes.recipe import IODType, Precision, Recipe
+from edgepack.converters.formats.tflite.source import SourceModel
+from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
+
+
+def _converter(source: SourceModel) -> Any:
+    tf = import_tensorflow()
+    if source.saved_model_dir is None:
+        raise ConversionError(f"{source.kind} source cannot be re-converted; it is packaged as it is.")
+    return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+
+
+def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]] = ()) -> bytes:
+    """Convert with the TFLite converter; raise :class:`ConversionError` with the converter's reason.
+
+    ``calibration`` samples are in the source signature's input order (sorted by name).
+    """
+    tf = import_tensorflow()
+    conv = _converter(source)
+    p = recipe.precision
+    if recipe.exclude:
+        raise ConversionError("recipe.exclude is not supported for TFLite conversion; use an ONNX QDQ recipe.")
+    if p is not Precision.FP32:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if p is Precision.FP16:
+        conv.target_spec.supported_types = [tf.float16]
+    if recipe.needs_calibration:
+        if not calibration:
+            raise ConversionError(f"{p.value} needs calibration data; pass calibration=... (100-500 samples).")
+        names = [i.name for i in source.inputs]
+
+        def representative() -> Any:
+            for sample in calibration:
+                yield dict(zip(names, sample))
+
+        conv.representative_dataset = representative
+        if p is Precision.FULL_INT8:
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if recipe.io_dtype is not IODType.FLOAT32:
+                io = tf.int8 if recipe.io_dtype is IODType.INT8 else tf.uint8
+                conv.inference_input_type = io
+                conv.inference_output_type = io
+        else:
+            conv.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+    if not recipe.per_channel:
+        conv._experimental_disable_per_channel = True
+    from tensorflow.lite.python.convert_phase import ConverterError
+
+    try:
+        with quiet_native_output() as log:
+            return bytes(conv.convert())
+    except (ConverterError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines() + [line for line in log if "error" in line.lower()]
+        reason = next((line for line in first if "error" in line.lower()), first[0] if first else repr(exc))
+        raise ConversionError(
+            f"TFLite conversion to {p.value} failed: {type(exc).__name__}: {reason[:500]}. "
+            "Try another recipe (e.g. fp16 or dynamic_int8) or check the model's ops."
+        ) from exc

@@ -1,0 +1,1 @@
+"""Measuring models: evaluation data and runners, evaluate, reports and plots, per-layer quantization debugging."""

@@ -1,0 +1,245 @@
+"""Which layers lose the most when quantized — and which to keep in float.
+
+TFLite: ``tf.lite.experimental.QuantizationDebugger`` (per-op error of each quantized op given quantized
+inputs). ONNX: ``onnxruntime.quantization.qdq_loss_debug`` (activation and weight SNR, and float-vs-quantized
+drift at every tensor). Both give a ranked :class:`QuantDebugReport`; ``suggested_float`` lists the layers to
+exclude from quantization, and (with ``verify=True``) the output SNR with those layers kept in float is measured.
+
+>>> report = debug_quantization("fashion_cnn.keras", "fashion-mnist:train", limit=100)
+>>> print(report.table(top=10)); report.suggested_float
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.runtimes.bundle import read_bundle
+from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.manifest import Preprocessing
+from edgepack.runtimes.serde import to_json
+
+from edgepack.measure.data import DataSource, open_data
+from edgepack.measure.runners import Runner, RunOptions, open_runner, prepare
+
+#: Layers whose local quantization SNR is below this are suggested for float (int8 rounding alone gives ~40 dB).
+DEFAULT_MIN_SNR_DB = 25.0
+
+
+class QuantDebugError(EdgepackError):
+    """Per-layer debugging cannot run on this model (wrong precision, missing source, unsupported format)."""
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Quantization error of one layer; ``snr_db`` (higher is better) ranks the layers.
+
+    ``snr_db`` is local: TFLite compares each quantized op with the float op on the same (dequantized) inputs;
+    ONNX combines the SNR of the layer's output activation and of its weights. ``cumulative_snr_db`` (ONNX)
+    compares the quantized model's tensor with the float model's. ``rmse_over_scale`` (TFLite) is ≈0.29 for
+    pure rounding error; much more means the op amplifies quantization noise.
+    """
+
+    name: str
+    op: str
+    snr_db: float
+    rmse_over_scale: float | None = None
+    max_abs_error: float | None = None
+    cumulative_snr_db: float | None = None
+    weight_snr_db: float | None = None
+    elements: int | None = None
+
+
+@dataclass(frozen=True)
+class QuantDebugReport:
+    """Ranked per-layer quantization errors (worst first) and the layers suggested to stay in float."""
+
+    method: str
+    model: str
+    samples: int
+    layers: tuple[LayerError, ...]
+    suggested_float: tuple[str, ...]
+    min_snr_db: float
+    output_snr_db: float | None = None
+    output_snr_db_kept_float: float | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values."""
+        return to_json(self)  # type: ignore[no-any-return]
+
+    def table(self, *, top: int = 20) -> str:
+        """The ranked table as Markdown."""
+        rows = ["| rank | layer | op | SNR dB | RMSE/scale | cumulative SNR dB | weight SNR dB |",
+                "| ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+        for k, layer in enumerate(self.layers[:top], 1):
+            cells = [_f(layer.snr_db, ".1f"), _f(layer.rmse_over_scale, ".3f"), _f(layer.cumulative_snr_db, ".1f"),
+                     _f(layer.weight_snr_db, ".1f")]
+            mark = " **(float)**" if layer.name in self.suggested_float else ""
+            rows.append(f"| {k} | `{short_name(layer.name)}`{mark} | {layer.op} | " + " | ".join(cells) + " |")
+        lines = [f"{self.method} on {self.model}, {self.samples} samples; layers below {self.min_snr_db:g} dB "
+                 "are suggested for float.", "", *rows, ""]
+        if self.suggested_float:
+            lines.append("Keep in float: " + ", ".join(f"`{short_name(n)}`" for n in self.suggested_float))
+        else:
+            lines.append("No layer is below the threshold: nothing needs to stay in float.")
+        if self.output_snr_db is not None:
+            after = (f"; with the suggested layers in float {self.output_snr_db_kept_float:.1f} dB"
+                     if self.output_snr_db_kept_float is not None else "")
+            lines.append(f"Output SNR vs float: {self.output_snr_db:.1f} dB{after}.")
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def short_name(name: str) -> str:
+    """First part of a fused TFLite tensor name (``a/Relu;a/BiasAdd;...`` → ``a/Relu``)."""
+    return name.split(";", 1)[0]
+
+
+def snr_db(reference: np.ndarray, value: np.ndarray) -> float:
+    """Signal-to-noise ratio of ``value`` against ``reference`` in dB (inf when identical)."""
+    ref = np.asarray(reference, np.float64)
+    noise = float(np.sum((ref - np.asarray(value, np.float64)) ** 2))
+    signal = float(np.sum(ref**2))
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(max(signal, 1e-30) / noise)
+
+
+def suggest(layers: Sequence[LayerError], *, min_snr_db: float, max_layers: int) -> tuple[str, ...]:
+    """Names of the worst layers below ``min_snr_db`` (at most ``max_layers``), worst first."""
+    return tuple(layer.name for layer in layers if layer.snr_db < min_snr_db)[:max_layers]
+
+
+def debug_quantization(
+    model: Any,
+    data: DataSource,
+    *,
+    source: Any = None,
+    quantized: str | os.PathLike[str] | None = None,
+    preprocessing: Preprocessing | None = None,
+    limit: int = 100,
+    min_snr_db: float = DEFAULT_MIN_SNR_DB,
+    max_suggested: int = 5,
+    verify: bool = True,
+) -> QuantDebugReport:
+    """Rank layers by quantization error and suggest which to keep in float.
+
+    Args:
+        model: a float source (``.keras``/SavedModel/``keras.Model`` → TFLite int8; ``.onnx`` → ONNX QDQ), or a
+            full-int8 TFLite / QDQ ONNX bundle (then ``source`` is the float model it was made from).
+        data: calibration / debug samples (same kinds as :func:`edgepack.measure.evaluate`; images use the bundle's
+            pre-processing or ``preprocessing``).
+        source: the float model of a bundle.
+        quantized: an existing QDQ ``.onnx`` of ``model`` (ONNX only); default: quantized here with
+            ``quantize_static`` (QDQ, per-channel, uint8 activations / int8 weights).
+        preprocessing: how images become tensors when no bundle gives the spec.
+        limit: samples used.
+        min_snr_db: layers below this local SNR are suggested for float.
+        max_suggested: at most this many suggestions.
+        verify: re-quantize with the suggested layers in float and measure the output SNR.
+
+    Raises:
+        QuantDebugError, EvalDataError, InputSpecError, SourceModelError.
+    """
+    float_model, kind, pre, notes = _resolve(model, source, preprocessing)
+    runner = open_runner(float_model, preprocessing=pre, options=RunOptions())
+    try:
+        dataset = open_data(data, limit=limit)
+        samples = [prepare(s, dataset.color, runner)[0].astype(np.float32) for s, _ in dataset]
+        if kind == "tflite":
+            from edgepack.measure.qdebug_tflite import debug_tflite
+
+            result = debug_tflite(runner, samples, min_snr_db=min_snr_db, max_suggested=max_suggested, verify=verify)
+        else:
+            from edgepack.measure.qdebug_onnx import debug_onnx
+
+            qdq = quantized if quantized is not None else (model if _is_epk(model) else None)
+            result = debug_onnx(Path(os.fspath(float_model)), runner, samples, quantized=qdq,
+                                min_snr_db=min_snr_db, max_suggested=max_suggested, verify=verify)
+    finally:
+        runner.close()
+    name = Path(os.fspath(model)).name if isinstance(model, (str, os.PathLike)) else runner.name
+    return QuantDebugReport(model=name, min_snr_db=min_snr_db, notes=tuple(notes) + result.notes,
+                            method=result.method, samples=result.samples, layers=result.layers,
+                            suggested_float=result.suggested_float, output_snr_db=result.output_snr_db,
+                            output_snr_db_kept_float=result.output_snr_db_kept_float)
+
+
+def _is_epk(model: Any) -> bool:
+    return isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".epk")
+
+
+def _resolve(model: Any, source: Any, pre: Preprocessing | None) -> tuple[Any, str, Preprocessing | None, list[str]]:
+    """(float model, ``tflite``|``onnx``, pre-processing, notes)."""
+    if _is_epk(model):
+        bundle = read_bundle(os.fspath(model))
+        entry = bundle.manifest.models[0]
+        if source is None:
+            raise QuantDebugError(
+                f"{Path(os.fspath(model)).name}: per-layer debugging compares with the float model it was made from "
+                f"({bundle.manifest.source.file}); pass it as source=... (CLI: --source)."
+            )
+        if entry.format == "tflite" and entry.precision != "full_int8":
+            why = {"fp32": "it is not quantized", "fp16": "fp16 keeps float math",
+                   "dynamic_int8": "dynamic-range models quantize only weights (activations stay float)",
+                   "int16x8": "TFLite's QuantizationDebugger analyses int8 quantization only"}
+            raise QuantDebugError(f"{entry.file} is {entry.precision}: no per-layer int8 analysis "
+                                  f"({why.get(entry.precision, 'unsupported precision')}).")
+        if entry.format == "onnx" and entry.precision not in ("full_int8", "int16x8"):
+            why_onnx = {"fp32": "it is not quantized", "fp16": "fp16 keeps float math",
+                        "dynamic_int8": "dynamic quantization has no QDQ pairs (activations are quantized at run time)"}
+            raise QuantDebugError(f"{entry.file} is {entry.precision}: no per-layer QDQ analysis "
+                                  f"({why_onnx.get(entry.precision, 'unsupported precision')}).")
+        notes = ["the bundle's calibration data is not stored in it: layers were analysed on a re-quantization "
+                 "of the source with the given data"] if entry.format == "tflite" else []
+        kind = "tflite" if entry.format == "tflite" else "onnx"
+        if kind == "onnx" and not str(source).lower().endswith(".onnx"):
+            raise QuantDebugError("an ONNX bundle is debugged against its float .onnx model; pass that as source=.")
+        return source, kind, bundle.manifest.preprocessing, notes
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".onnx"):
+        return model, "onnx", pre, []
+    if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".tflite"):
+        raise QuantDebugError("a .tflite file is already converted; pass the float source (.keras / SavedModel).")
+    return model, "tflite", pre, []
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What a backend-specific debugger returns."""
+
+    method: str
+    samples: int
+    layers: tuple[LayerError, ...]
+    suggested_float: tuple[str, ...]
+    output_snr_db: float | None
+    output_snr_db_kept_float: float | None
+    notes: tuple[str, ...] = ()
+
+
+def rank(layers: Sequence[LayerError]) -> tuple[LayerError, ...]:
+    """Worst (lowest SNR) first."""
+    return tuple(sorted(layers, key=lambda layer: (layer.snr_db, layer.name)))
+
+
+def output_snr(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """Lowest SNR over the model outputs (matched like :func:`edgepack.measure.evaluate` matches them)."""
+    from edgepack.measure.evaluate import agreement_per_output
+
+    return min(a.snr_db for a in agreement_per_output(reference, outputs, where="quantized model"))
+
+
+def float_outputs(runner: Runner, samples: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The float model's outputs on the samples."""
+    outs = [runner.run(x) for x in samples]
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
