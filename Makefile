@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] && echo "" || echo sudo)
 ARM64_CACHE ?= .cache/arm64
 DEVICE_BUNDLES ?= .cache/device-bundles
 
-.PHONY: demo test unit-test test-all setup data qemu device-bundles device-test-arm64 sshd models lint clean
+.PHONY: demo test unit-test test-all setup data qemu device-bundles device-test-arm64 sshd models lint lint-imports clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,8 @@ demo: setup data
 	$(BIN)/python demos/fashion_rpi4.py --output fashion_cnn.epk
 	$(BIN)/python demos/run_bundle.py fashion_cnn.epk
 
-# The host suite, then the on-device suite on an emulated Raspberry Pi 4 (arm64).
-test: unit-test device-test-arm64
+# The import layers, the host suite, then the on-device suite on an emulated Raspberry Pi 4 (arm64).
+test: lint-imports unit-test device-test-arm64
 
 # pytest exits 5 when a marker selection leaves no test: say so loudly instead of failing obscurely.
 unit-test: setup data sshd models
@@ -83,8 +83,12 @@ device-test-arm64: setup qemu device-bundles
 test-all: setup data
 	$(BIN)/python -m pytest -q
 
-lint: setup
+lint: setup lint-imports
 	$(BIN)/ruff check .
+
+# Imports flow one way: sdk -> converters -> runtimes ([tool.importlinter] in pyproject.toml).
+lint-imports: setup
+	$(BIN)/python tests/import_layers.py
 
 clean:
 	rm -rf .cache fashion_cnn.epk

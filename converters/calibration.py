@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.runtimes.errors import ImageReadError
+from edgepack.runtimes.images import IMAGE_EXTENSIONS, list_images, read_image
 from edgepack.runtimes.manifest import ColorOrder, Preprocessing
 from edgepack.runtimes.preprocess import preprocess
+from edgepack.runtimes.progress import ProgressBar
+from edgepack.runtimes.tensors import shape_fits
 
 from .errors import CalibrationError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,20 @@ class ImageFolder:
         root = Path(self.path)
         if not root.is_dir():
             raise CalibrationError(f"calibration folder {root} does not exist or is not a directory.")
-        found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in self.extensions)
+        found = list_images(root, limit=self.limit, extensions=self.extensions)
         if not found:
             raise CalibrationError(
                 f"calibration folder {root} holds no images ({', '.join(self.extensions)}); "
                 "add 100-500 representative images."
             )
-        return found[: self.limit] if self.limit else found
+        return found
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import cv2
-
         for f in self.files():
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if image is None:
-                raise CalibrationError(f"cannot read image {f} (corrupt or not an image); remove or replace it.")
+            try:
+                image = read_image(f)
+            except ImageReadError as exc:
+                raise CalibrationError(str(exc)) from exc
             yield image
 
 
@@ -85,7 +86,8 @@ def _as_sample(item: Any, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[st
 
 
 def _fits(arr: np.ndarray, shape: Sequence[int]) -> bool:
-    return arr.ndim == len(shape) and arr.shape[0] == 1 and all(w in (-1, g) for w, g in zip(shape[1:], arr.shape[1:]))
+    """A batch of one whose other dimensions fit ``shape`` (the model's batch size is not checked)."""
+    return arr.ndim > 0 and arr.shape[0] == 1 and shape_fits(arr.shape[1:], shape[1:])
 
 
 def collect(
@@ -112,34 +114,15 @@ def collect(
         kind = type(source).__name__
         raise CalibrationError(f"calibration must be a numpy array, an ImageFolder or an iterable, not {kind}")
     samples: list[list[np.ndarray]] = []
-    with _progress(progress, total) as advance:
+    with ProgressBar(total, "reading calibration data", enabled=progress) as bar:
         for i, item in enumerate(iterable):
             if i >= limit:
                 break
             samples.append(_as_sample(item, shapes, dtypes, preprocessing, f"calibration sample {i}"))
-            advance()
+            bar.advance()
     if not samples:
         raise CalibrationError("calibration data yielded no samples; pass at least one.")
     return samples
-
-
-class _progress:
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self.enabled, self.total, self._bar = enabled, total, None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import Progress
-
-        self._bar = Progress(transient=True)
-        self._bar.start()
-        task = self._bar.add_task("reading calibration data", total=self.total)
-        return lambda: self._bar.advance(task)  # type: ignore[union-attr]
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def data_hash(samples: Sequence[Sequence[np.ndarray]]) -> str:

@@ -14,14 +14,13 @@ import numpy as np
 
 from edgepack.runtimes.bundle import npy_bytes, sha256_bytes, write_bundle
 from edgepack.runtimes.manifest import Manifest, ModelEntry, Postprocessing, Preprocessing, SourceInfo
-from edgepack.runtimes.versions import installed_versions
-
-from .errors import ConversionError
-from .formats.onnx.source import OnnxSource
 from edgepack.runtimes.recipe import Recipe
-from .formats.tflite.source import SourceModel
 from edgepack.runtimes.target import Target
-from .formats.tflite.pipeline import ModelArtifact
+from edgepack.runtimes.versions import EDGEPACK_VERSION, installed_versions
+
+from .artifact import ModelArtifact
+from .errors import ConversionError
+from .formats.base import Source
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx",
              "torch", "onnxscript")
@@ -30,13 +29,6 @@ LIBRARIES = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "numpy",
 def library_versions() -> dict[str, str]:
     """Versions of the conversion libraries installed here."""
     return installed_versions(LIBRARIES)
-
-
-def _recipe_json(recipe: Recipe | Sequence[Recipe]) -> dict[str, Any]:
-    """One recipe as is; several (a multi-variant bundle) as ``{"variants": [...]}``."""
-    if isinstance(recipe, Recipe):
-        return recipe.to_json()
-    return {"variants": [r.to_json() for r in recipe]}
 
 
 @dataclass
@@ -66,7 +58,7 @@ def _check_shared_golden_inputs(artifacts: Sequence[ModelArtifact]) -> None:
         )
         if not same:
             raise ConversionError(
-                f"the {art.requires.get('runtime')} {art.precision} model does not take the same golden inputs as "
+                f"the {art.format} {art.precision} model does not take the same golden inputs as "
                 "the first model (layout, dtype or values differ); build every variant from the same source with "
                 "the same golden sample and float32 I/O to put them in one bundle."
             )
@@ -75,7 +67,7 @@ def _check_shared_golden_inputs(artifacts: Sequence[ModelArtifact]) -> None:
 def assemble(
     *,
     name: str,
-    source: SourceModel | OnnxSource,
+    source: Source,
     target: Target,
     recipe: Recipe | Sequence[Recipe],
     artifacts: Sequence[ModelArtifact],
@@ -85,9 +77,11 @@ def assemble(
     provenance: dict[str, Any],
     report: dict[str, Any],
 ) -> ConvertedBundle:
-    """Build manifest and file map; every file gets its sha256 in ``manifest.files``."""
-    import edgepack
-
+    """Build manifest and file map; every file gets its sha256 in ``manifest.files``; ``recipe`` (one, or one
+    per artifact in order) is recorded in each model entry."""
+    recipes = [recipe] * len(artifacts) if isinstance(recipe, Recipe) else list(recipe)
+    if len(recipes) != len(artifacts):
+        raise ConversionError(f"{len(artifacts)} models but {len(recipes)} recipes; pass one recipe per model.")
     files: dict[str, bytes] = {}
     first = artifacts[0]
     golden_inputs = []
@@ -97,32 +91,31 @@ def assemble(
         golden_inputs.append(fname)
     _check_shared_golden_inputs(artifacts)
     entries = []
-    for art in artifacts:
-        ext = "tflite" if art.requires.get("runtime") == "tflite" else "onnx"
-        model_file = f"models/{name}_{art.precision}.{ext}"
+    for art, recipe in zip(artifacts, recipes):
+        model_file = f"models/{name}_{art.precision}.{art.extension}"
         if model_file in files:
-            raise ConversionError(f"two {ext} models of precision {art.precision} in one bundle; keep one.")
+            raise ConversionError(f"two {art.format} models of precision {art.precision} in one bundle; keep one.")
         files[model_file] = art.data
         outs = []
         for k, arr in enumerate(art.golden_outputs):
-            fname = f"golden/{name}_{art.precision}_output_{k}.npy"
+            fname = f"golden/{name}_{art.format}_{art.precision}_output_{k}.npy"
             files[fname] = npy_bytes(arr)
             outs.append(fname)
         entries.append(ModelEntry(
-            file=model_file, format=ext, sha256=sha256_bytes(art.data), bytes=len(art.data),
+            file=model_file, format=art.format, sha256=sha256_bytes(art.data), bytes=len(art.data),
             precision=art.precision, inputs=art.inputs, outputs=art.outputs, golden=art.golden(outs),
-            requires=art.requires,
+            requires=art.requires, recipe=recipe,
         ))
     if labels:
         files["labels.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
     files["report.json"] = json.dumps(report, indent=2, sort_keys=True, default=str).encode("utf-8")
     manifest = Manifest(
         name=name, version="1", created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        edgepack_version=edgepack.__version__,
+        edgepack_version=EDGEPACK_VERSION,
         source=SourceInfo(format=source.kind, file=source.file_name, sha256=source.sha256),
         models=tuple(entries), golden_inputs=tuple(golden_inputs),
         files={n: sha256_bytes(b) for n, b in files.items()},
-        target=target.to_json(), recipe=_recipe_json(recipe), preprocessing=preprocessing,
+        target=target, preprocessing=preprocessing,
         postprocessing=postprocessing, labels="labels.txt" if labels else None,
         provenance={"converter": "edgepack", "libraries": library_versions(),
                     "host": f"{platform.system()} {platform.machine()} python {platform.python_version()}",

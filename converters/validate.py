@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgepack.runtimes.backends.tflite_common import TFLiteEngine
+from edgepack.runtimes.backends.base import Engine
 from edgepack.runtimes.tensors import dequantize, to_model_dtype
 
 from .errors import ToleranceError
@@ -73,7 +73,7 @@ class Validation:
         return not self.failures
 
 
-def run_batch(engine: TFLiteEngine, samples: Sequence[Sequence[np.ndarray]],
+def run_batch(engine: Engine, samples: Sequence[Sequence[np.ndarray]],
               input_order: Sequence[int]) -> list[np.ndarray]:
     """Run every sample (batch of one) through ``engine``; stack float outputs as ``(N, ...)``."""
     per_output: list[list[np.ndarray]] = [[] for _ in engine.outputs]
@@ -103,20 +103,12 @@ def check(
     return failures
 
 
-#: What to try next, by the kind of recipe that missed tolerance.
-_ONNX_INT8_HINT = (" For ONNX QDQ: Percentile calibration and the first layers kept in float often recover it "
-                   "(onnx_qdq_int8(method=CalibrationMethod.PERCENTILE, float_first_layers=3); CLI "
-                   "--calibration-method percentile --float-first-layers 3); `edgepack qdebug` names the layers "
-                   "that lose the most, for recipe exclude=.")
-
-
-def raise_if_failed(validation: Validation, *, precision: str, onnx: bool = False) -> None:
-    """Raise :class:`ToleranceError` listing every failed rule (and, for ONNX int8, what to try)."""
+def raise_if_failed(validation: Validation, *, precision: str, hint: str = "") -> None:
+    """Raise :class:`ToleranceError` listing every failed rule, then ``hint`` (what the format suggests trying)."""
     if validation.failures:
-        hint = _ONNX_INT8_HINT if onnx and precision in ("full_int8", "dynamic_int8") else ""
         raise ToleranceError(
             f"the {precision} model misses tolerance vs the source on {validation.samples} samples: "
             + "; ".join(validation.failures)
             + ". Use a less aggressive recipe, more/better calibration data, or loosen thresholds= if intended."
-            + hint
+            + (f" {hint}" if hint else "")
         )

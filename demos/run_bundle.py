@@ -52,7 +52,8 @@ def main() -> int:
     fp32_bytes = metrics.get("fp32_model_bytes")
     model = session.model
     print()
-    print(f"bundle            {args.bundle}  ({model.precision}, target {session.manifest.target.get('name')})")
+    target = session.manifest.target.name if session.manifest.target else "none"
+    print(f"bundle            {args.bundle}  ({model.precision}, target {target})")
     print(f"machine           {platform.machine()}, python {platform.python_version()}")
     print(f"runs on           {session.backend} {session.backend_version} / {session.delegate} "
           f"({session.delegated_partitions} delegated partition(s))")

@@ -31,7 +31,7 @@ def _delegates(config: pytest.Config, bundle: Bundle) -> tuple[str, ...]:
     opt = config.getoption("--delegates")
     if opt:
         return tuple(d.strip() for d in opt.split(",") if d.strip())
-    return tuple(bundle.manifest.target.get("delegates") or DEFAULT_DELEGATES.split(","))
+    return tuple((bundle.manifest.target.delegates if bundle.manifest.target else None) or DEFAULT_DELEGATES.split(","))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ HEAVY = ("tensorflow", "keras", "torch", "onnx", "tf2onnx")
 def test_bundle_verifies(bundle: Bundle) -> None:
     # read_bundle already checked schema, names, sizes and every sha256; check what it promised.
     m = bundle.manifest
-    assert m.schema == "edgepack.bundle/1"
+    assert m.schema == "edgepack.bundle/2"
     assert set(m.files) == set(bundle.names())
     record("bundle", f"{m.name} v{m.version}: {', '.join(f'{e.file} ({e.precision})' for e in m.models)}")
 

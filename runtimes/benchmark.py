@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, EdgepackError, InputSpecError
+from .fileio import atomic_write_text
 from .manifest import ColorOrder
 from .profiling import OpProfile, op_profile
 from .serde import from_json, to_json
@@ -157,10 +158,8 @@ class BenchResult:
         return from_json(cls, dict(data), where="bench")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the JSON document."""
-        p = Path(path)
-        p.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        return p
+        """Write the JSON document (atomically: a reader never sees half of it)."""
+        return atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     def summary(self) -> str:
         """A few lines a person can read."""

@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import posixpath
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleCorruptError, BundleError, BundleSchemaError, UnsafeBundleError
+from .fileio import AtomicWriter
 from .manifest import Manifest, ModelEntry
 
 MANIFEST = "manifest.json"
@@ -178,9 +178,15 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: Mapping[str, bytes]) -> Path:
-    """Write a bundle atomically: a temp file in the same folder, fsync, then rename.
+    """Write a bundle atomically (:class:`~edgepack.runtimes.fileio.AtomicWriter`): the old file stays on failure.
 
-    ``manifest.files`` must list the sha256 of every file in ``files``.
+    ``manifest.files`` must list the sha256 of every file in ``files``. The bundle gets the permissions of
+    the file it replaces, or those of any new file (``0o666`` less the umask).
+
+    Raises:
+        BundleError: a checksum in ``manifest.files`` is missing or wrong (nothing is written).
+        UnsafeBundleError: a file name is absolute or climbs out of the bundle.
+        OSError: the file could not be written (no temp file is left).
     """
     p = Path(path)
     for name, data in files.items():
@@ -190,16 +196,9 @@ def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: Mappin
     if set(manifest.files) != set(files):
         raise BundleError("manifest.files must list exactly the bundle's files.")
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with AtomicWriter(p.parent, prefix=f".{p.name}.") as out:
+        with zipfile.ZipFile(out.file, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(MANIFEST, manifest.to_bytes())
             for name in sorted(files):
                 zf.writestr(name, files[name])
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+        return out.commit(p)

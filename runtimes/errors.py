@@ -51,6 +51,14 @@ class InputSpecError(EdgepackError):
     """Inputs given to ``Session.run`` do not match the model's input spec."""
 
 
+class ImageReadError(EdgepackError):
+    """An image file or folder is missing, or a file is corrupt or not an image (``runtimes/images.py``)."""
+
+
+class OpenCVMissingError(EdgepackError):
+    """OpenCV (``cv2``), which reads image files, is not installed."""
+
+
 class ConfigError(EdgepackError):
     """A recipe, target or option is invalid (unknown key, wrong type, unknown name)."""
 

@@ -8,9 +8,15 @@ from enum import Enum
 from typing import Any
 
 from .errors import BundleSchemaError, ConfigError
+from .recipe import Recipe
 from .serde import from_json, to_json
+from .target import Target
 
-SCHEMA = "edgepack.bundle/1"
+SCHEMA = "edgepack.bundle/2"
+#: Older schemas this reader still understands (migrated on read, docs/bundle-format.md).
+READABLE_SCHEMAS = ("edgepack.bundle/1", SCHEMA)
+#: Recipe fields that moved into ``recipe.onnx`` in schema 2.
+_V1_ONNX_KEYS = ("activation_dtype", "calibration_method", "float_first_layers", "reduce_range")
 
 
 class ResizeMode(str, Enum):
@@ -92,6 +98,8 @@ class ModelEntry:
     outputs: tuple[TensorSpec, ...]
     golden: Golden
     requires: dict[str, Any] = field(default_factory=dict)
+    #: The recipe that made this model (every variant of a multi-format bundle has its own).
+    recipe: Recipe | None = None
 
 
 @dataclass(frozen=True)
@@ -143,8 +151,7 @@ class Manifest:
     models: tuple[ModelEntry, ...]
     golden_inputs: tuple[str, ...]
     files: dict[str, str]
-    target: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, Any] = field(default_factory=dict)
+    target: Target | None = None
     preprocessing: Preprocessing | None = None
     postprocessing: Postprocessing = field(default_factory=Postprocessing)
     labels: str | None = None
@@ -165,15 +172,22 @@ class Manifest:
         if not isinstance(raw, dict):
             raise BundleSchemaError("manifest.json must hold a JSON object; re-create the bundle.")
         schema = raw.get("schema")
-        if schema != SCHEMA:
+        if schema not in READABLE_SCHEMAS:
             raise BundleSchemaError(
-                f"bundle schema {schema!r} is not supported by this edgepack (reads {SCHEMA!r}); "
+                f"bundle schema {schema!r} is not supported by this edgepack (reads {', '.join(READABLE_SCHEMAS)}); "
                 "upgrade edgepack on this device or re-export the bundle with a matching version."
             )
+        if schema != SCHEMA:
+            raw = _migrate_v1(raw)
         try:
             return from_json(cls, raw, where="manifest")
         except ConfigError as exc:
             raise BundleSchemaError(f"invalid manifest.json: {exc}") from exc
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The recipe of the first model (each entry of a multi-variant bundle has its own: ``models[i].recipe``)."""
+        return self.models[0].recipe if self.models else None
 
     def model(self, fmt: str | None = None) -> ModelEntry:
         """The first model entry, or the first of format ``fmt``."""
@@ -182,3 +196,25 @@ class Manifest:
                 return entry
         have = sorted({m.format for m in self.models})
         raise BundleSchemaError(f"bundle has no {fmt!r} model; it holds: {have}")
+
+
+def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 → 2: the top-level recipe (or ``{"variants": [...]}``) moves into each model entry, its ONNX-only
+    keys into ``recipe.onnx``; an empty target becomes none."""
+    raw = dict(raw, schema=SCHEMA)
+    recipe = raw.pop("recipe", None) or {}
+    variants = recipe.get("variants") if isinstance(recipe, dict) and "variants" in recipe else [recipe] * len(
+        raw.get("models") or [])
+    models = []
+    for entry, rec in zip(raw.get("models") or [], list(variants) + [None] * len(raw.get("models") or [])):
+        if isinstance(entry, dict) and isinstance(rec, dict) and rec:
+            rec = dict(rec)
+            onnx = {k: rec.pop(k) for k in _V1_ONNX_KEYS if k in rec}
+            if rec.get("format") == "onnx":
+                rec["onnx"] = onnx
+            entry = dict(entry, recipe=rec)
+        models.append(entry)
+    raw["models"] = models
+    if not raw.get("target"):
+        raw["target"] = None
+    return raw

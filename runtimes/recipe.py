@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 
 from edgepack.runtimes.errors import ConfigError
@@ -50,29 +51,51 @@ REDUCE_RANGE_ARCHS = ("x86_64", "amd64", "aarch64", "arm64")
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """What to do to a model. Build it with a factory (:func:`full_int8`...) and tweak with ``replace``."""
+class OnnxOptions:
+    """The ONNX-only knobs of a recipe (ONNX Runtime quantization); other formats take none of them."""
 
-    precision: Precision = Precision.FP32
-    format: ModelFormat = ModelFormat.TFLITE
-    io_dtype: IODType = IODType.FLOAT32
-    per_channel: bool = True
-    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
-    calibration_samples: int = 200
-    exclude: tuple[str, ...] = ()
-    name: str = ""
-    #: Activation dtype of ONNX QDQ models (uint8 is fastest on x86 ORT; TFLite full int8 is always int8).
+    #: Activation dtype of QDQ models (uint8 is fastest on x86 ORT; TFLite full int8 is always int8).
     activation_dtype: IODType = IODType.INT8
-    #: ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) and the nodes before and between them in
-    #: float (the "float stem"; early layers often lose the most accuracy, ``edgepack qdebug`` shows which).
+    #: How activation ranges are estimated from calibration data.
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    #: Int8: keep the first N weighted layers (Conv/Gemm/MatMul) and the nodes before and between them in float
+    #: (the "float stem"; early layers often lose the most accuracy, ``edgepack qdebug`` shows which).
     float_first_layers: int = 0
-    #: ONNX int8: 7-bit weights (ORT ``reduce_range``), so that the uint8 x int8 kernels of x86 CPUs without VNNI
-    #: cannot overflow and every CPU computes the same outputs. None: the target decides when converting (CPU
-    #: targets: on for uint8-activation QDQ and dynamic int8); the bundle records the value used.
+    #: Int8: 7-bit weights (ORT ``reduce_range``), so that the uint8 x int8 kernels of x86 CPUs without VNNI cannot
+    #: overflow and every CPU computes the same outputs. None: the target decides when converting (CPU targets: on
+    #: for uint8-activation QDQ and dynamic int8); the bundle records the value used.
     reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
-        onnx = self.format is ModelFormat.ONNX
+        if self.activation_dtype not in (IODType.INT8, IODType.UINT8):
+            raise ConfigError(f"activation_dtype must be int8 or uint8, not {self.activation_dtype.value}")
+        if self.float_first_layers < 0:
+            raise ConfigError("float_first_layers must be 0 or more")
+
+
+_NO_ONNX = OnnxOptions()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to do to a model. Build it with a factory (:func:`full_int8`...) and tweak with ``replace``.
+
+    ``format`` names a registered output format (``tflite``, ``onnx``, or one a plug-in registers); the knobs
+    only one format understands live in their own small dataclass (``onnx``).
+    """
+
+    precision: Precision = Precision.FP32
+    format: str = ModelFormat.TFLITE.value
+    io_dtype: IODType = IODType.FLOAT32
+    per_channel: bool = True
+    calibration_samples: int = 200
+    exclude: tuple[str, ...] = ()
+    name: str = ""
+    onnx: OnnxOptions | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "format", str(getattr(self.format, "value", self.format)))
+        onnx = self.format == ModelFormat.ONNX.value
         if self.io_dtype is IODType.FLOAT16:
             if not (onnx and self.precision is Precision.FP16):
                 raise ConfigError("io_dtype=float16 needs an ONNX fp16 recipe (onnx_fp16(keep_io_float32=False)).")
@@ -83,35 +106,41 @@ class Recipe:
                 )
             if onnx:
                 raise ConfigError("ONNX QDQ models keep float32 inputs/outputs; use io_dtype=float32.")
-        if self.activation_dtype not in (IODType.INT8, IODType.UINT8):
-            raise ConfigError(f"activation_dtype must be int8 or uint8, not {self.activation_dtype.value}")
-        if self.activation_dtype is IODType.UINT8 and not onnx:
-            raise ConfigError("activation_dtype=uint8 is for ONNX QDQ recipes; TFLite full int8 uses int8.")
-        if self.calibration_method is not CalibrationMethod.MINMAX and not onnx:
-            raise ConfigError("TFLite calibration is always min/max; calibration_method is for ONNX QDQ recipes.")
-        if self.float_first_layers < 0:
-            raise ConfigError("float_first_layers must be 0 or more")
-        if self.float_first_layers and not (onnx and self.precision in _ONNX_INT):
-            raise ConfigError("float_first_layers is for ONNX int8 recipes (qdq-int8, qdq-int16x8, "
-                              "onnx-dynamic-int8); for TFLite use full-int8 or int16x8.")
-        if self.reduce_range and not (onnx and self.precision in _ONNX_INT):
-            raise ConfigError("reduce_range is for ONNX int8 recipes (qdq-int8, qdq-int16x8, onnx-dynamic-int8).")
         if self.calibration_samples < 1:
             raise ConfigError("calibration_samples must be at least 1")
+        if self.onnx is not None and self.onnx != _NO_ONNX:
+            if not onnx:
+                raise ConfigError(f"onnx options ({_changed(self.onnx)}) are for ONNX recipes (float layers and "
+                                  f"reduce_range: ONNX int8 ones), not {self.format}; "
+                                  "for TFLite use full-int8 or int16x8 (TFLite calibration is always min/max).")
+            if (self.onnx.float_first_layers or self.onnx.reduce_range) and self.precision not in _ONNX_INT:
+                raise ConfigError("float_first_layers and reduce_range are for ONNX int8 recipes (qdq-int8, "
+                                  "qdq-int16x8, onnx-dynamic-int8).")
+
+    @property
+    def options(self) -> OnnxOptions:
+        """The ONNX options in force (defaults when none were given)."""
+        return self.onnx or _NO_ONNX
 
     @property
     def needs_calibration(self) -> bool:
         """True when the recipe quantizes activations (needs representative data)."""
         return self.precision in (Precision.FULL_INT8, Precision.INT16X8)
 
+    @property
+    def label(self) -> str:
+        """Its name, or its precision when unnamed."""
+        return self.name or self.precision.value
+
     def resolved_for(self, arch: str) -> Recipe:
         """This recipe with the choices left to the target made: ``reduce_range`` on for ONNX models that run
         ORT's uint8 x int8 CPU kernels (dynamic int8, QDQ with uint8 activations) on x86-64 and arm64, where it
         makes the host's validation bit-exact with the device's arithmetic (docs/onnx.md); off otherwise."""
-        if self.reduce_range is None and self.format is ModelFormat.ONNX and self.precision in _ONNX_INT:
+        opts = self.options
+        if opts.reduce_range is None and self.format == ModelFormat.ONNX.value and self.precision in _ONNX_INT:
             u8 = self.precision is Precision.DYNAMIC_INT8 or (
-                self.precision is Precision.FULL_INT8 and self.activation_dtype is IODType.UINT8)
-            return replace(self, reduce_range=u8 and arch.lower() in REDUCE_RANGE_ARCHS)
+                self.precision is Precision.FULL_INT8 and opts.activation_dtype is IODType.UINT8)
+            return replace(self, onnx=replace(opts, reduce_range=u8 and arch.lower() in REDUCE_RANGE_ARCHS))
         return self
 
     def to_json(self) -> dict[str, object]:
@@ -122,6 +151,11 @@ class Recipe:
     def from_json(cls, data: dict[str, object]) -> Recipe:
         """Parse the JSON form; unknown keys are errors."""
         return from_json(cls, data, where="recipe")
+
+
+def _changed(opts: OnnxOptions) -> str:
+    return ", ".join(f"{f.name}={getattr(opts, f.name)!r}" for f in fields(opts)
+                     if getattr(opts, f.name) != getattr(_NO_ONNX, f.name))
 
 
 def fp32() -> Recipe:
@@ -164,7 +198,7 @@ def onnx_dynamic_int8(*, per_channel: bool = False, exclude: tuple[str, ...] = (
                       reduce_range: bool | None = None) -> Recipe:
     """ONNX dynamic int8 (weights int8, activations quantized at run time). Often much slower for CNNs."""
     return Recipe(precision=Precision.DYNAMIC_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
-                  exclude=tuple(exclude), reduce_range=reduce_range, name="onnx_dynamic_int8")
+                  exclude=tuple(exclude), onnx=OnnxOptions(reduce_range=reduce_range), name="onnx_dynamic_int8")
 
 
 def onnx_qdq_int8(
@@ -182,10 +216,10 @@ def onnx_qdq_int8(
     ``exclude`` (node names, matched after ``quant_pre_process``) and ``float_first_layers`` stay float;
     ``reduce_range`` (7-bit weights) defaults to the target's choice.
     """
+    options = OnnxOptions(activation_dtype=IODType(activation), calibration_method=CalibrationMethod(method),
+                          float_first_layers=float_first_layers, reduce_range=reduce_range)
     return Recipe(precision=Precision.FULL_INT8, format=ModelFormat.ONNX, per_channel=per_channel,
-                  activation_dtype=IODType(activation), calibration_method=CalibrationMethod(method),
-                  exclude=tuple(exclude), float_first_layers=float_first_layers, reduce_range=reduce_range,
-                  calibration_samples=samples, name="qdq_int8")
+                  exclude=tuple(exclude), onnx=options, calibration_samples=samples, name="qdq_int8")
 
 
 def onnx_qdq_int16x8(*, per_channel: bool = True, samples: int = 200) -> Recipe:
@@ -194,38 +228,55 @@ def onnx_qdq_int16x8(*, per_channel: bool = True, samples: int = 200) -> Recipe:
                   calibration_samples=samples, name="qdq_int16x8")
 
 
-RECIPES = {"fp32": fp32, "fp16": fp16, "dynamic-int8": dynamic_int8, "full-int8": full_int8, "int16x8": int16x8,
-           "onnx-fp32": onnx_fp32, "onnx-fp16": onnx_fp16, "onnx-dynamic-int8": onnx_dynamic_int8,
-           "qdq-int8": onnx_qdq_int8, "qdq-int16x8": onnx_qdq_int16x8}
-#: The ONNX recipe a TFLite recipe name stands for under ``format=onnx``.
-ONNX_EQUIVALENTS = {"fp32": "onnx-fp32", "fp16": "onnx-fp16", "dynamic-int8": "onnx-dynamic-int8",
-                    "full-int8": "qdq-int8", "int16x8": "qdq-int16x8"}
+_RECIPES: dict[str, Callable[[], Recipe]] = {}
+#: Per format, the recipe a generic (TFLite-named) recipe stands for: ``full-int8`` under ``onnx`` is ``qdq-int8``.
+_EQUIVALENTS: dict[str, dict[str, str]] = {}
 
 
-def get_recipe(recipe: str | Recipe, *, format: ModelFormat | str | None = None) -> Recipe:
+def register_recipe(name: str, factory: Callable[[], Recipe], *, stands_for: str | None = None) -> None:
+    """Make a named recipe known (``--recipe NAME``); ``stands_for``: the generic name it means in its format."""
+    made = factory()
+    _RECIPES[name] = factory
+    if stands_for is not None:
+        _EQUIVALENTS.setdefault(made.format, {})[stands_for] = name
+
+
+def registered_recipes() -> dict[str, Callable[[], Recipe]]:
+    """Every named recipe factory."""
+    return dict(_RECIPES)
+
+
+for _name, _factory in (("fp32", fp32), ("fp16", fp16), ("dynamic-int8", dynamic_int8), ("full-int8", full_int8),
+                        ("int16x8", int16x8)):
+    register_recipe(_name, _factory)
+for _name, _factory, _generic in (("onnx-fp32", onnx_fp32, "fp32"), ("onnx-fp16", onnx_fp16, "fp16"),
+                                  ("onnx-dynamic-int8", onnx_dynamic_int8, "dynamic-int8"),
+                                  ("qdq-int8", onnx_qdq_int8, "full-int8"),
+                                  ("qdq-int16x8", onnx_qdq_int16x8, "int16x8")):
+    register_recipe(_name, _factory, stands_for=_generic)
+RECIPES = _RECIPES
+ONNX_EQUIVALENTS = _EQUIVALENTS["onnx"]
+
+
+def get_recipe(recipe: str | Recipe, *, format: str | None = None) -> Recipe:
     """A recipe by name (``full-int8``, ``qdq-int8``...) or passed through; unknown names list the known ones.
 
-    With ``format="onnx"`` a TFLite name means its ONNX counterpart (``full-int8`` → ``qdq-int8``).
+    With ``format="onnx"`` a generic name means its ONNX counterpart (``full-int8`` → ``qdq-int8``); a format
+    without a counterpart of its own takes the generic recipe as it is, made for that format.
     """
-    fmt = None if format is None else _format(format)
+    fmt = None if format is None else str(getattr(format, "value", format))
     if isinstance(recipe, Recipe):
-        if fmt is not None and recipe.format is not fmt:
-            raise ConfigError(f"recipe {recipe.name or recipe.precision.value!r} is for {recipe.format.value}, "
-                              f"not {fmt.value}; pick a {fmt.value} recipe.")
+        if fmt is not None and recipe.format != fmt:
+            raise ConfigError(f"recipe {recipe.label!r} is for {recipe.format}, not {fmt}; pick a {fmt} recipe.")
         return recipe
     key = recipe.replace("_", "-")
-    if fmt is ModelFormat.ONNX:
-        key = ONNX_EQUIVALENTS.get(key, key)
-    if key not in RECIPES:
-        raise ConfigError(f"unknown recipe {recipe!r}; known recipes: {', '.join(RECIPES)}")
-    made = RECIPES[key]()
-    if fmt is not None and made.format is not fmt:
-        raise ConfigError(f"recipe {recipe!r} makes {made.format.value} models, not {fmt.value}.")
+    if fmt is not None:
+        key = _EQUIVALENTS.get(fmt, {}).get(key, key)
+    if key not in _RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; known recipes: {', '.join(_RECIPES)}")
+    made = _RECIPES[key]()
+    if fmt is not None and made.format != fmt:
+        if made.format == ModelFormat.TFLITE.value and fmt not in _EQUIVALENTS:
+            return replace(made, format=fmt)  # a generic recipe for a format with no recipes of its own
+        raise ConfigError(f"recipe {recipe!r} makes {made.format} models, not {fmt}.")
     return made
-
-
-def _format(fmt: ModelFormat | str) -> ModelFormat:
-    try:
-        return ModelFormat(fmt)
-    except ValueError:
-        raise ConfigError(f"unknown format {fmt!r}; choose from: {', '.join(f.value for f in ModelFormat)}") from None

@@ -140,7 +140,7 @@ class Session:
 def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
     if backend is not None:
         return [backend]
-    preferred = [str(b) for b in manifest.target.get("runtimes", [])]
+    preferred = list(manifest.target.runtimes) if manifest.target else []
     order = [b for b in preferred if b != "tf-lite"] + [b for b in DEFAULT_BACKEND_ORDER if b not in preferred]
     return list(dict.fromkeys(order))
 
@@ -192,7 +192,8 @@ def load(
     manifest = bundle.manifest
     chosen, entry = _choose(manifest, backend)
     chosen.configure(options, bundle_path=bundle.path)
-    ladder = tuple(delegates) if delegates is not None else tuple(manifest.target.get("delegates") or DEFAULT_DELEGATES)
+    target_ladder = manifest.target.delegates if manifest.target else ()
+    ladder = tuple(delegates) if delegates is not None else tuple(target_ladder or DEFAULT_DELEGATES)
     from .opcheck import check_runtime_supports
 
     check_runtime_supports(entry, chosen)

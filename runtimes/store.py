@@ -5,20 +5,17 @@ copies) · ``DIR/.lock`` (``fcntl.flock``). A new bundle is copied into its slot
 verified and self-tested on this device while the old one stays active; then ``state.json`` is replaced
 (temp, fsync, ``os.replace``, fsync of the directory) — the single commit point. A process killed at any
 moment leaves the old or the new pointer, and both name complete, verified slots. See docs/store.md.
+The files themselves (pointer, slots, lock, clean-up) are read and written by :mod:`.store_state`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
 import os
-import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +24,6 @@ from .errors import (
     BackendError,
     BundleError,
     BundleRejectedError,
-    ConfigError,
     InputSpecError,
     SelfTestFailedError,
     StoreBusyError,
@@ -36,67 +32,31 @@ from .errors import (
     StoreNotWritableError,
     StoreStateError,
 )
-from .serde import from_json, to_json
 from .session import Session, load
+from .store_state import (
+    LOCK,
+    SCHEMA,
+    SLOTS,
+    STATE,
+    SlotInfo,
+    StoreStatus,
+    collect_garbage,
+    copy_into_slot,
+    file_sha256,
+    locked,
+    log,
+    now,
+    phase,
+    read_state,
+    referenced,
+    slot_files,
+    slot_path,
+    status_of,
+    write_state,
+)
+from .store_state import StoreState as _State
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-log = logging.getLogger("edgepack.runtimes.store")
-
-SCHEMA = "edgepack.store/1"
-STATE = "state.json"
-SLOTS = "slots"
-LOCK = ".lock"
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class SlotInfo:
-    """One installed bundle: identity, when it was installed, where its self-test passed."""
-
-    sha256: str
-    name: str
-    version: str
-    precision: str
-    bytes: int
-    installed: str
-    self_test: str
-
-
-@dataclass(frozen=True)
-class StoreStatus:
-    """What the store holds: the active bundle, the previous one (rollback target), the commit count."""
-
-    directory: str
-    active: SlotInfo | None
-    previous: SlotInfo | None
-    generation: int = 0
-    updated: str | None = None
-
-    def to_json(self) -> dict[str, object]:
-        """Plain JSON values (``edgepack store status --json``)."""
-        out: dict[str, object] = to_json(self)
-        return out
-
-
-@dataclass(frozen=True)
-class _State:
-    schema: str
-    active: SlotInfo
-    previous: SlotInfo | None
-    generation: int
-    updated: str
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _phase(name: str) -> None:
-    log.debug("phase %s", name, extra={"phase": name})
+__all__ = ["LOCK", "SCHEMA", "SLOTS", "STATE", "BundleStore", "SlotInfo", "StoreStatus"]
 
 
 class BundleStore:
@@ -169,20 +129,20 @@ class BundleStore:
             raise BundleRejectedError(f"{src} does not exist; pass the path of a .epk bundle.")
         with self._locked():
             state = self._read_state()
-            sha, slot = self._copy_into_slot(src)
+            sha, slot = copy_into_slot(self.directory, src)
             try:
                 info = self._self_test(slot, sha, src.name, current=state, backend=backend, delegates=delegates,
                                        num_threads=num_threads)
             except BaseException:  # clean up, then re-raise whatever it was
-                if sha not in _referenced(state):
+                if sha not in referenced(state):
                     slot.unlink(missing_ok=True)
                 raise
             if state is None:
-                status = self._commit(_State(SCHEMA, info, None, 1, _now()))
+                status = self._commit(_State(SCHEMA, info, None, 1, now()))
             else:
                 prev = state.previous if state.active.sha256 == sha else state.active
-                status = self._commit(_State(SCHEMA, info, prev, state.generation + 1, _now()))
-        _phase("done")
+                status = self._commit(_State(SCHEMA, info, prev, state.generation + 1, now()))
+        phase("done")
         return status
 
     def rollback(self, *, backend: str | None = None, delegates: Sequence[str] | None = None,
@@ -200,9 +160,9 @@ class BundleStore:
             prev = state.previous
             info = self._self_test(self._slot(prev.sha256), prev.sha256, prev.name, current=state,
                                    backend=backend, delegates=delegates, num_threads=num_threads)
-            new = _State(SCHEMA, replace(info, installed=prev.installed), state.active, state.generation + 1, _now())
+            new = _State(SCHEMA, replace(info, installed=prev.installed), state.active, state.generation + 1, now())
             status = self._commit(new)
-        _phase("done")
+        phase("done")
         return status
 
     def recover(self, *, backend: str | None = None, delegates: Sequence[str] | None = None) -> StoreStatus:
@@ -220,8 +180,8 @@ class BundleStore:
             except StoreStateError as exc:
                 log.warning("recovering %s: %s", self.directory, exc)
             found: list[tuple[float, SlotInfo]] = []
-            for slot in self._slot_files():
-                sha = _file_sha256(slot)
+            for slot in slot_files(self.directory):
+                sha = file_sha256(slot)
                 try:
                     if slot.name != f"{sha}.epk":
                         raise BundleRejectedError(f"{slot.name} does not match its content (sha256 {sha})")
@@ -235,21 +195,15 @@ class BundleStore:
             if not found:
                 raise StoreEmptyError(f"no slot of {self.directory} verifies; install a bundle again.")
             found.sort(key=lambda item: item[0], reverse=True)
-            return self._commit(_State(SCHEMA, found[0][1], found[1][1] if len(found) > 1 else None, 1, _now()))
+            return self._commit(_State(SCHEMA, found[0][1], found[1][1] if len(found) > 1 else None, 1, now()))
 
     # -- internals ----------------------------------------------------------------------------------
 
     def _slot(self, sha: str) -> Path:
-        return self.directory / SLOTS / f"{sha}.epk"
-
-    def _slot_files(self) -> list[Path]:
-        folder = self.directory / SLOTS
-        return sorted(p for p in folder.glob("*.epk") if p.is_file()) if folder.is_dir() else []
+        return slot_path(self.directory, sha)
 
     def _status(self, state: _State | None) -> StoreStatus:
-        if state is None:
-            return StoreStatus(str(self.directory), None, None)
-        return StoreStatus(str(self.directory), state.active, state.previous, state.generation, state.updated)
+        return status_of(self.directory, state)
 
     def _prepare(self) -> None:
         try:
@@ -268,74 +222,21 @@ class BundleStore:
         """Hold the store lock (yields True); with ``wait=False`` yields False at once when it is busy."""
         if self.read_only:
             raise StoreNotWritableError(f"bundle store {self.directory} was opened read_only; open it writable.")
-        if fcntl is None:  # pragma: no cover - Windows
-            raise StoreError("the bundle store needs POSIX file locks (Linux, macOS).")
-        _phase("lock")
-        try:
-            fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreNotWritableError(f"cannot open {self.directory / LOCK} ({exc.strerror}).") from exc
-        try:
-            deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
-            while not _try_flock(fd):
-                if time.monotonic() >= deadline:
-                    if not wait:
-                        yield False
-                        return
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise StoreBusyError(
-                        f"another process (pid {holder}) holds the lock of bundle store {self.directory} "
-                        f"for more than {self.lock_timeout:g} s; wait for its install/rollback and retry.")
-                time.sleep(0.02)
-            os.pwrite(fd, f"{os.getpid():>10}\n".encode(), 0)  # fixed width: no truncate (a journal commit)
-            yield True
-        finally:
-            os.close(fd)  # releases the flock; the kernel does the same when the process dies
+        with locked(self.directory, timeout=self.lock_timeout, wait=wait) as got:
+            yield got
 
     def _read_state(self) -> _State | None:
-        path = self.directory / STATE
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreStateError(f"cannot read {path} ({exc.strerror}); check its permissions.") from exc
-        try:
-            raw = json.loads(data.decode("utf-8"))
-            if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-                raise ConfigError(f"schema is not {SCHEMA!r}")
-            state = from_json(_State, raw, where="state")
-        except (UnicodeDecodeError, json.JSONDecodeError, ConfigError) as exc:
-            raise StoreStateError(
-                f"{path} is corrupt ({exc}); the slot files are untouched — run "
-                f"`edgepack store recover {self.directory}` to make the newest verified slot active."
-            ) from exc
-        for info in (state.active, state.previous):
-            if info is not None and not self._slot(info.sha256).is_file():
-                raise StoreStateError(f"{path} names slot {info.sha256[:16]}… ({info.name}) but its file is missing; "
-                                      f"run `edgepack store recover {self.directory}` or install a bundle again.")
-        return state
-
-    def _copy_into_slot(self, src: Path) -> tuple[str, Path]:
-        slots = self.directory / SLOTS
-        size, free = src.stat().st_size, shutil.disk_usage(slots).free
-        if size > free:
-            raise StoreNotWritableError(f"{slots} has {free} bytes free; {src.name} needs {size}. Free some space.")
-        try:
-            with src.open("rb") as inp:
-                return _durable_write(slots, iter(lambda: inp.read(_CHUNK), b""), self._slot, what="slot")
-        except OSError as exc:
-            raise StoreNotWritableError(f"cannot copy {src} into {slots} ({exc.strerror or exc}).") from exc
+        return read_state(self.directory)
 
     def _self_test(self, slot: Path, sha: str, label: str, *, current: _State | None, backend: str | None,
                    delegates: Sequence[str] | None, num_threads: int | None = None) -> SlotInfo:
         active = f"{current.active.name} {current.active.version}" if current else "nothing"
-        _phase("verify")
+        phase("verify")
         try:
             bundle = read_bundle(slot)
         except BundleError as exc:
             raise BundleRejectedError(f"refused {label}: {exc} (the active bundle stays: {active}).") from exc
-        _phase("self-test")
+        phase("self-test")
         start = time.perf_counter()
         try:
             session = load(bundle, backend=backend, delegates=delegates, num_threads=num_threads, verify_golden=True)
@@ -348,18 +249,14 @@ class BundleStore:
         session.close()
         log.info("self-test of %s passed on %s in %.3f s", label, where, time.perf_counter() - start)
         m = bundle.manifest
-        return SlotInfo(sha, m.name, m.version, precision, slot.stat().st_size, _now(), where)
+        return SlotInfo(sha, m.name, m.version, precision, slot.stat().st_size, now(), where)
 
     def _commit(self, state: _State) -> StoreStatus:
         """Replace ``state.json`` atomically — the single commit point — then delete retired slots."""
-        data = json.dumps(to_json(state), indent=2, sort_keys=True).encode("utf-8")
-        try:
-            _durable_write(self.directory, [data], lambda _: self.directory / STATE, what="pointer")
-        except OSError as exc:
-            raise StoreNotWritableError(f"cannot write {self.directory / STATE} ({exc.strerror or exc}).") from exc
+        write_state(self.directory, state)
         log.info("store %s: active %s %s (%s…), generation %d", self.directory, state.active.name,
                  state.active.version, state.active.sha256[:12], state.generation)
-        self._collect_garbage(state)
+        collect_garbage(self.directory, state)
         return self._status(state)
 
     def _clean_at_open(self) -> None:
@@ -371,68 +268,4 @@ class BundleStore:
             except StoreStateError as exc:
                 log.warning("not cleaning %s: %s", self.directory, exc)
                 return
-            self._collect_garbage(state)
-
-    def _collect_garbage(self, state: _State | None) -> None:
-        """Delete temp files and the slots the pointer does not name (with no pointer: temp files only)."""
-        _phase("gc")
-        leftovers = [*(self.directory / SLOTS).glob(".slot-*.tmp"), *self.directory.glob(".pointer-*.tmp")]
-        if state is not None:
-            keep = _referenced(state)
-            leftovers += [p for p in self._slot_files() if p.stem not in keep]
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-            log.debug("removed %s", path.name)
-
-
-def _try_flock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _referenced(state: _State | None) -> set[str]:
-    return {s.sha256 for s in (state.active, state.previous) if s is not None} if state else set()
-
-
-def _durable_write(folder: Path, chunks: Iterable[bytes], dest: Callable[[str], Path], *,
-                   what: str) -> tuple[str, Path]:
-    """Write ``chunks`` to a temp file in ``folder``, fsync it, rename it onto ``dest(sha256)``, fsync ``folder``.
-
-    Readers see the old file or the whole new one, never a part; a crash leaves at most a ``.tmp``.
-    """
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{what}-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _phase(f"{what}-write")
-            os.fchmod(out.fileno(), 0o644)  # bundles are not secrets; apps may run as another user
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            _phase(f"{what}-fsync")
-            os.fsync(out.fileno())
-        target = dest(digest.hexdigest())
-        _phase(f"{what}-rename")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _phase(f"{what}-dirsync")
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return digest.hexdigest(), target
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            collect_garbage(self.directory, state)

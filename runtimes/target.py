@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgepack.runtimes.errors import ConfigError
+from edgepack.runtimes.recipe import Precision
 from edgepack.runtimes.serde import from_json, to_json
 
 
@@ -27,7 +29,8 @@ class Target:
     cores: int
     runtimes: tuple[str, ...]
     delegates: tuple[str, ...]
-    precisions: tuple[str, ...]
+    #: Precisions the target runs, best first (``convert`` refuses others; list them in a custom target JSON).
+    precisions: tuple[Precision, ...]
     budgets: Budgets = Budgets()
     description: str = ""
 
@@ -40,57 +43,106 @@ class Target:
         """Parse the JSON form; unknown keys are errors."""
         return from_json(cls, data, where="target")
 
+    def allows(self, precision: Precision) -> bool:
+        """True when ``precision`` is one the target runs."""
+        return Precision(precision) in self.precisions
+
+
+#: Every precision runs on a CPU through LiteRT / ONNX Runtime (fastest first on a typical Arm core).
+_CPU_PRECISIONS = (Precision.FULL_INT8, Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT16X8)
 
 RPI4 = Target(
     name="rpi4", arch="aarch64", cores=4, runtimes=("litert", "tflite-runtime", "onnxruntime"),
-    delegates=("xnnpack", "cpu"), precisions=("full_int8", "fp32", "fp16"),
+    delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=50_000_000, ram_bytes=1_000_000_000, latency_ms=100.0),
     description="Raspberry Pi 4 (Cortex-A72, 64-bit OS); no usable GPU delegate — XNNPACK on the CPU.",
 )
 RPI5 = Target(
     name="rpi5", arch="aarch64", cores=4, runtimes=("litert", "tflite-runtime", "onnxruntime"),
-    delegates=("xnnpack", "cpu"), precisions=("full_int8", "fp32", "fp16"),
+    delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=100_000_000, ram_bytes=2_000_000_000, latency_ms=50.0),
     description="Raspberry Pi 5 (Cortex-A76, 64-bit OS); XNNPACK on the CPU.",
 )
 ANDROID_PHONE = Target(
     name="android-phone", arch="aarch64", cores=8, runtimes=("litert", "onnxruntime"),
-    delegates=("gpu", "nnapi", "xnnpack", "cpu"), precisions=("fp16", "full_int8", "fp32"),
+    delegates=("gpu", "nnapi", "xnnpack", "cpu"), precisions=(Precision.FP16, Precision.FULL_INT8, Precision.FP32,
+                                                        Precision.DYNAMIC_INT8, Precision.INT16X8),
     budgets=Budgets(model_bytes=50_000_000, ram_bytes=500_000_000, latency_ms=33.0),
     description="Android phone: GPU delegate (fp16), NNAPI (int8), XNNPACK fallback.",
 )
 ARM64_BOARD = Target(
     name="arm64-board", arch="aarch64", cores=4, runtimes=("litert", "onnxruntime", "tflite-runtime"),
-    delegates=("gpu", "xnnpack", "cpu"), precisions=("full_int8", "fp32"),
+    delegates=("gpu", "xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=100_000_000, ram_bytes=1_000_000_000, latency_ms=100.0),
     description="Generic arm64 Linux board (Rockchip, i.MX, Amlogic...).",
 )
 JETSON = Target(
     name="jetson", arch="aarch64", cores=6, runtimes=("onnxruntime", "litert"),
-    delegates=("gpu", "cpu"), precisions=("fp16", "fp32"),
+    delegates=("gpu", "cpu"), precisions=(Precision.FP16, Precision.FP32, Precision.FULL_INT8),
     budgets=Budgets(model_bytes=500_000_000, ram_bytes=4_000_000_000, latency_ms=20.0),
     description="NVIDIA Jetson: ONNX Runtime with TensorRT/CUDA providers.",
 )
 X86 = Target(
     name="x86", arch="x86_64", cores=2, runtimes=("litert", "onnxruntime"),
-    delegates=("xnnpack", "cpu"), precisions=("full_int8", "fp32", "fp16"),
+    delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(),
     description="x86-64 host or mini-PC, CPU only.",
 )
 
-TARGETS: dict[str, Target] = {t.name: t for t in (RPI4, RPI5, ANDROID_PHONE, ARM64_BOARD, JETSON, X86)}
+_TARGETS: dict[str, Target] = {}
 
 
-def get_target(target: str | Target) -> Target:
-    """Look a target up by name (or pass one through); an unknown name lists the known ones."""
+def register_target(target: Target, *, replace: bool = False) -> Target:
+    """Make ``target`` known by its name (``get_target``, ``edgepack targets``, ``--target NAME``).
+
+    Raises:
+        ConfigError: a different target already has that name (pass ``replace=True`` to override it).
+    """
+    if not replace and target.name in _TARGETS and _TARGETS[target.name] != target:
+        raise ConfigError(f"a target named {target.name!r} is already registered; pick another name.")
+    _TARGETS[target.name] = target
+    return target
+
+
+def unregister_target(name: str) -> None:
+    """Forget a registered target (tests register and remove their own)."""
+    _TARGETS.pop(name, None)
+
+
+def registered_targets() -> dict[str, Target]:
+    """Every known target by name, built-in ones first."""
+    return dict(_TARGETS)
+
+
+for _builtin in (RPI4, RPI5, ANDROID_PHONE, ARM64_BOARD, JETSON, X86):
+    register_target(_builtin)
+
+#: The built-in targets by name (kept for callers that read it; :func:`registered_targets` is the live registry).
+TARGETS = registered_targets()
+
+
+def get_target(target: str | Path | Target) -> Target:
+    """A target by name, from a JSON file (``board.json``), or passed through; an unknown name lists the known ones."""
     if isinstance(target, Target):
         return target
-    if target not in TARGETS:
-        raise ConfigError(f"unknown target {target!r}; known targets: {', '.join(TARGETS)}")
-    return TARGETS[target]
+    text = str(target)
+    if text.lower().endswith(".json") or isinstance(target, Path):
+        return load_target(target)
+    known = registered_targets()
+    if text not in known:
+        raise ConfigError(f"unknown target {text!r}; known targets: {', '.join(known)} (or a target JSON file)")
+    return known[text]
 
 
-def load_target(path: str) -> Target:
-    """Read a custom target from a JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return Target.from_json(json.load(fh))
+def load_target(path: str | Path) -> Target:
+    """Read a custom target from a JSON file (the form :meth:`Target.to_json` writes); unknown keys are errors."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"target file {p} does not exist; pass a target name or a JSON file.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read target file {p}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"target file {p} must hold a JSON object (see `edgepack targets --json`).")
+    return Target.from_json(data)

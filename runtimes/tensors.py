@@ -33,10 +33,18 @@ def as_input_list(inputs: Inputs, specs: Sequence[TensorSpec]) -> list[np.ndarra
     return arrays
 
 
+def shape_fits(shape: Sequence[int], expected: Sequence[int | None]) -> bool:
+    """True when ``shape`` has as many dimensions as ``expected`` and each equals it (``-1``/None = any size).
+
+    >>> shape_fits((1, 28, 28), (-1, 28, 28)), shape_fits((28, 28), (-1, 28, 28))
+    (True, False)
+    """
+    return len(shape) == len(expected) and all(want in (-1, None, got) for want, got in zip(expected, shape))
+
+
 def check_shape(arr: np.ndarray, spec: TensorSpec) -> None:
     """Raise unless ``arr``'s shape fits ``spec`` (``-1`` matches any size)."""
-    ok = arr.ndim == len(spec.shape) and all(want in (-1, got) for want, got in zip(spec.shape, arr.shape))
-    if not ok:
+    if not shape_fits(arr.shape, spec.shape):
         raise InputSpecError(
             f"input {spec.name!r} expects shape {list(spec.shape)} (-1 = any), got {list(arr.shape)}; "
             "add the batch dimension or resize (Session.predict pre-processes images for you)."

@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
 _LAZY = {
+    "__version__": ("edgepack.runtimes.versions", "EDGEPACK_VERSION"),
     "convert": ("edgepack.api", "convert"),
     "ConvertedBundle": ("edgepack.api", "ConvertedBundle"),
     "ImageFolder": ("edgepack.converters.calibration", "ImageFolder"),
@@ -25,7 +24,7 @@ _LAZY = {
     "build_report": ("edgepack.measure.report", "build_report"),
 }
 
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -14,11 +14,9 @@ import pytest
 
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
 from edgepack.converters.formats.onnx.source import load_onnx_source
-from edgepack.converters.package import assemble
-from edgepack.runtimes.recipe import fp32, onnx_fp32
-from edgepack.converters.formats.tflite.source import load_source
-from edgepack.runtimes.target import get_target
 from edgepack.converters.formats.tflite.pipeline import build_tflite
+from edgepack.converters.formats.tflite.source import load_source
+from edgepack.converters.package import assemble
 from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
 from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
 from edgepack.runtimes import load, read_bundle
@@ -31,6 +29,8 @@ from edgepack.runtimes.errors import (
 )
 from edgepack.runtimes.ladder import compare, run_golden
 from edgepack.runtimes.manifest import Postprocessing, PostprocessKind
+from edgepack.runtimes.recipe import fp32, onnx_fp32
+from edgepack.runtimes.target import get_target
 
 MODEL = Path(".cache/fashion_cnn.keras")
 #: Formats that have a contract model; every registered backend's formats must be here.

@@ -36,9 +36,9 @@ def test_round_trip_keeps_manifest_and_files(bundle_factory, tmp_path: Path) -> 
     path = bundle_factory("fp32")
     bundle = read_bundle(path)
     m = bundle.manifest
-    assert m.schema == "edgepack.bundle/1"
+    assert m.schema == "edgepack.bundle/2"
     assert m.models[0].format == "tflite" and m.models[0].precision == "fp32"
-    assert m.target["name"] == "rpi4" and m.recipe["precision"] == "fp32"
+    assert m.target.name == "rpi4" and m.recipe.precision.value == "fp32"
     assert set(m.files) == set(bundle.names())
     assert bundle.labels()[9] == "Ankle boot"
     assert bundle.golden_inputs()[0].shape == (1, 28, 28, 1)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgepack.cli import main
+from edgepack.cli import build_parser, main
+from edgepack.cli import options as cli_args
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +62,26 @@ def test_user_errors_are_one_line_exit_2(args, message, fashion_model_path, tmp_
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
+
+
+def _verbs(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _verbs(sub, f"{prefix}{name} ")
+
+
+def test_runtime_options_are_defined_once() -> None:
+    """Every verb that takes ``--backend/--delegates/--threads`` gets the same options from ``options.py``."""
+    seen = {}
+    for verb, parser in _verbs(build_parser()):
+        opts = {o: a for a in parser._actions for o in a.option_strings}
+        if "--delegates" in opts:
+            seen[verb] = tuple((o, opts[o].type, opts[o].help) for o in ("--backend", "--delegates", "--threads")
+                               if o in opts)
+    assert set(seen) == {"run", "verify", "device-test", "eval", "bench", "store install", "store rollback",
+                         "store recover"}
+    assert all(spec[1][1] is cli_args.csv for spec in seen.values())
+    assert len({spec[:2] for spec in seen.values()}) == 1 and len({spec for spec in seen.values()}) == 2
+    assert [o for o, _, _ in seen["store recover"]] == ["--backend", "--delegates"]

@@ -31,7 +31,7 @@ def test_one_bundle_with_tflite_and_onnx_variants(fashion_model_path, calibratio
     path = bundle.save(tmp_path / "both.epk")
     formats = [m.format for m in read_bundle(path).manifest.models]
     assert formats == ["tflite", "onnx"]
-    assert [v["format"] for v in read_bundle(path).manifest.recipe["variants"]] == ["tflite", "onnx"]
+    assert [m.recipe.format for m in read_bundle(path).manifest.models] == ["tflite", "onnx"]
     tflite, onnx = load(path), load(path, backend="onnxruntime")  # rpi4 prefers litert
     assert tflite.backend == "litert" and onnx.backend == "onnxruntime"
     x = tflite.bundle.golden_inputs()[0]

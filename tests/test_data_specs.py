@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgepack.converters import recipes, targets
+from edgepack.runtimes import recipe as recipes
+from edgepack.runtimes import target as targets
 from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
 from edgepack.runtimes.preprocess import _bilinear, fit, preprocess, resize

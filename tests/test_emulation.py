@@ -59,6 +59,15 @@ def test_errors_are_edgepack_errors() -> None:
     assert issubclass(em.QemuNotFoundError, em.EmulationError)
     assert issubclass(em.RootfsBuildError, em.EmulationError)
     assert issubclass(em.EmulationError, EdgepackError)
+    assert rootfs.EdgepackError is EdgepackError  # no stand-in root: the modules always import edgepack's
+
+
+def test_runs_as_a_module() -> None:
+    """The documented way: ``python -m edgepack.device.emulation build|run`` (no standalone script mode)."""
+    proc = subprocess.run([sys.executable, "-m", "edgepack.device.emulation", "--help"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "{build,run}" in proc.stdout
 
 
 def test_missing_qemu_names_the_apt_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

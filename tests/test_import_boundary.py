@@ -31,3 +31,25 @@ def test_loading_a_bundle_needs_no_tensorflow(bundle_factory) -> None:
     loaded = _modules_after(code)
     assert "ai_edge_litert" in loaded
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_import_layers_hold_and_a_violation_is_caught(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The import-linter contracts (pyproject.toml) hold on the tree, and breaking one makes lint-imports fail."""
+    import os
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        import import_layers
+    finally:
+        sys.path.pop(0)
+    assert import_layers.main() == 0
+    tree = import_layers.lay_out(tmp_path / "tree")
+    (tree / "edgepack" / "converters" / "sneaky.py").write_text("import edgepack.api\n", encoding="utf-8")
+    (tree / "edgepack" / "runtimes" / "heavy.py").write_text("import tensorflow\n", encoding="utf-8")
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), str(import_layers.ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "edgepack.converters.sneaky -> edgepack.api" in done.stdout
+    assert "edgepack.runtimes.heavy -> tensorflow" in done.stdout

@@ -22,9 +22,13 @@ from edgepack.converters.formats.onnx.inspect import summarize
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
 from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
+from edgepack.runtimes import load
+from edgepack.runtimes.errors import ConfigError, UnsupportedOperatorError, UnsupportedOpsetError
+from edgepack.runtimes.manifest import Postprocessing
 from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
+    OnnxOptions,
     Recipe,
     full_int8,
     get_recipe,
@@ -35,9 +39,6 @@ from edgepack.runtimes.recipe import (
     onnx_qdq_int16x8,
 )
 from edgepack.runtimes.target import get_target
-from edgepack.runtimes import load
-from edgepack.runtimes.errors import ConfigError, UnsupportedOperatorError, UnsupportedOpsetError
-from edgepack.runtimes.manifest import Postprocessing
 
 RNG = np.random.default_rng(0)
 
@@ -105,8 +106,8 @@ def test_source_reads_inputs_outputs_and_dynamic_dims(source) -> None:  # type: 
     onnx_qdq_int8(), onnx_qdq_int8(per_channel=False), onnx_qdq_int8(activation=IODType.INT8),
     onnx_qdq_int8(method=CalibrationMethod.ENTROPY), onnx_qdq_int8(method=CalibrationMethod.PERCENTILE),
     onnx_qdq_int16x8(),
-], ids=lambda r: f"{r.name}-{r.precision.value}-{r.io_dtype.value}-{r.per_channel}-{r.activation_dtype.value}-"
-                 f"{r.calibration_method.value}")
+], ids=lambda r: f"{r.name}-{r.precision.value}-{r.io_dtype.value}-{r.per_channel}-{r.options.activation_dtype.value}-"
+                 f"{r.options.calibration_method.value}")
 def test_recipes_build_validate_and_run(source, samples, recipe: Recipe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     art = build(source, samples, recipe)
     assert art.validation is not None and art.validation.samples == 8
@@ -157,15 +158,15 @@ def test_recipe_details_reach_the_model(source, samples) -> None:  # type: ignor
 def test_recipes_as_data() -> None:
     for name in ("qdq-int8", "qdq_int8", "onnx-fp16", "onnx-dynamic-int8", "qdq-int16x8"):
         recipe = get_recipe(name)
-        assert recipe.format.value == "onnx" and Recipe.from_json(recipe.to_json()) == recipe
+        assert recipe.format == "onnx" and Recipe.from_json(recipe.to_json()) == recipe
     assert get_recipe("full-int8", format="onnx") == onnx_qdq_int8()
-    assert get_recipe("fp16", format="onnx").format.value == "onnx"
+    assert get_recipe("fp16", format="onnx").format == "onnx"
     with pytest.raises(ConfigError):
         get_recipe("qdq-int8", format="tflite")
     with pytest.raises(ConfigError):
         Recipe.from_json({**onnx_qdq_int8().to_json(), "reduce_rang": True})
     with pytest.raises(ConfigError, match="uint8"):
-        full_int8().__class__(activation_dtype=IODType.UINT8)  # TFLite recipes keep int8 activations
+        full_int8().__class__(onnx=OnnxOptions(activation_dtype=IODType.UINT8))  # TFLite recipes keep int8 activations
     with pytest.raises(ConfigError, match="float32"):
         onnx_qdq_int8().__class__(precision=full_int8().precision, format=onnx_fp32().format, io_dtype=IODType.INT8)
 

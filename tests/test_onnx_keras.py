@@ -11,9 +11,9 @@ import pytest
 from edgepack.converters.calibration import ImageFolder
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
 from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
-from edgepack.runtimes.recipe import onnx_dynamic_int8, onnx_fp16, onnx_fp32, onnx_qdq_int8
 from edgepack.examples.datasets import load_fashion_mnist
 from edgepack.examples.fashion import FASHION_PREPROCESSING, train_fashion_cnn
+from edgepack.runtimes.recipe import onnx_dynamic_int8, onnx_fp16, onnx_fp32, onnx_qdq_int8
 
 MODEL = Path(".cache/fashion_cnn.keras")
 

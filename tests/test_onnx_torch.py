@@ -12,11 +12,11 @@ from edgepack.converters.errors import ExportError, SourceModelError
 from edgepack.converters.formats.onnx.pipeline import build_onnx, calibration_samples
 from edgepack.converters.formats.onnx.source import load_onnx_source
 from edgepack.converters.package import assemble
-from edgepack.runtimes.recipe import onnx_fp32, onnx_qdq_int8
-from edgepack.runtimes.target import get_target
 from edgepack.examples.datasets import FASHION_LABELS, load_fashion_mnist
 from edgepack.runtimes import load
 from edgepack.runtimes.manifest import ColorOrder, Layout, Postprocessing, PostprocessKind, Preprocessing
+from edgepack.runtimes.recipe import onnx_fp32, onnx_qdq_int8
+from edgepack.runtimes.target import get_target
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

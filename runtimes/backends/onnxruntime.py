@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ModelLoadError, UnsupportedOperatorError, UnsupportedOpsetError
+from ..fileio import atomic_write_bytes, atomic_write_text
 from ..manifest import TensorSpec
 from .base import Backend, Engine, register_backend
 
@@ -316,14 +317,18 @@ class OnnxRuntimeBackend(Backend):
             log.warning("cannot write the optimized-model cache in %s (%s); loading without it", root, exc)
             return self.create_session(model, self.session_options(num_threads), [CPU]), f"unwritable {root}"
         so = self.session_options(num_threads)
-        so.optimized_model_filepath = str(tmp)
+        so.optimized_model_filepath = str(tmp)  # ORT writes it there; we keep it only once it is complete
         try:
             session = self.create_session(model, so, [CPU])
             data = tmp.read_bytes()
-            digest.write_text(hashlib.sha256(data).hexdigest(), encoding="utf-8")
-            os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        try:  # the model first: a reader in between sees a checksum mismatch and rebuilds
+            atomic_write_bytes(path, data)
+            atomic_write_text(digest, hashlib.sha256(data).hexdigest())
+        except OSError as exc:
+            log.warning("cannot save the optimized-model cache %s (%s); loaded without it", path, exc)
+            return session, f"unwritable {root}"
         return session, f"saved {path}"
 
     def create_session(self, model: bytes | str, so: Any, providers: list[str]) -> Any:

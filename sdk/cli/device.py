@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgepack.cli import options as cli_args
+
 
 def register(sub: Any) -> None:
     """Add the ``device-test`` parser."""
@@ -20,9 +22,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="ssh port")
     p.add_argument("--identity", default=None, help="ssh private key")
     p.add_argument("--python", default="python3", help="python on the device")
-    p.add_argument("--delegates", default=None, help="ladder, e.g. gpu,xnnpack,cpu")
-    p.add_argument("--backend", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    cli_args.add_runtime_args(p, purpose="passed to the suite")
     p.add_argument("--stability-runs", type=int, default=None)
     p.add_argument("--budget-from-target", action="store_true")
     p.add_argument("--enforce-budget", action="store_true")
@@ -35,7 +35,7 @@ def _device_test(args: argparse.Namespace) -> int:
 
     backend = args.backend or ("tflite-runtime" if args.legacy_tflite else None)
     options = SuiteOptions(
-        delegates=tuple(d for d in (args.delegates or "").split(",") if d), backend=backend,
+        delegates=args.delegates or (), backend=backend,
         threads=args.threads, stability_runs=args.stability_runs,
         budget_from_target=args.budget_from_target, enforce_budget=args.enforce_budget,
     )

@@ -1,28 +1,22 @@
 """``edgepack eval | bench | report | qdebug``: measure accuracy, latency and size the same way every time.
 
-Registered by :mod:`edgepack.cli` (``COMMAND_MODULES``). Imports stay light here; each handler imports
+Registered by :mod:`edgepack.cli` (``VERB_GROUPS``). Imports stay light here; each handler imports
 what it needs, so ``edgepack bench`` on a device never loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from edgepack.cli import options as cli_args
 from edgepack.runtimes.errors import ConfigError, InputSpecError
+from edgepack.runtimes.fileio import atomic_write_text
+from edgepack.runtimes.progress import ProgressBar
 
 DATA_HELP = "labeled data: folder with one sub-folder per class, .npz (x, y), or fashion-mnist[:test|:train]"
-
-
-def _runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default=None, help="litert, tflite-runtime, onnxruntime, tf-lite")
-    p.add_argument("--delegates", type=cli_args.csv, default=None, help="ladder, e.g. xnnpack,cpu")
-    p.add_argument("--threads", type=int, default=None)
 
 
 def register(sub: Any) -> None:
@@ -34,7 +28,7 @@ def register(sub: Any) -> None:
     e.add_argument("--limit", type=int, default=None, help="use at most N samples")
     e.add_argument("--confusion", action="store_true", help="print the confusion matrix")
     e.add_argument("--json", help="write the result as JSON here")
-    _runtime(e)
+    cli_args.add_runtime_args(e)
     cli_args.add_preprocessing_args(e)
     e.set_defaults(handler=_eval)
 
@@ -46,7 +40,7 @@ def register(sub: Any) -> None:
     b.add_argument("--images", help="image folder or data (see eval --data) for end-to-end timing")
     b.add_argument("--profile", action="store_true", help="per-op profile where the backend has one")
     b.add_argument("--json", help="write the result (schema edgepack.bench/1) here")
-    _runtime(b)
+    cli_args.add_runtime_args(b)
     b.set_defaults(handler=_bench)
 
     r = sub.add_parser("report", help="compare bundles: Markdown + self-contained HTML with plots")
@@ -79,7 +73,7 @@ def register(sub: Any) -> None:
 
 def _write_json(path: str | None, payload: Any) -> None:
     if path:
-        Path(path).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
         print(f"wrote {path}")
 
 
@@ -106,43 +100,16 @@ def _bench_images(spec: str) -> tuple[Any, Any]:
     return images, data.color
 
 
-class _Bar:
-    """Rich progress for bench phases, when rich is installed and stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.tasks: dict[str, Any] = {}
-        if sys.stderr.isatty() and importlib.util.find_spec("rich") is not None:
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if phase not in self.tasks:
-            self.tasks[phase] = self.bar.add_task(phase, total=total)
-        self.bar.update(self.tasks[phase], completed=done)
-
-    def __enter__(self) -> _Bar:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _bench(args: argparse.Namespace) -> int:
     from edgepack.runtimes.benchmark import benchmark
     from edgepack.runtimes.manifest import ColorOrder
 
     images, color = _bench_images(args.images) if args.images else (None, ColorOrder.BGR)
-    with _Bar() as bar:
+    with ProgressBar(None, "benchmarking", enabled=sys.stderr.isatty()) as bar:
         result = benchmark(args.bundle, warmup=args.warmup, runs=args.runs, threads=args.threads, pin_cpus=args.pin,
                            images=images, image_color=color, profile=args.profile, backend=args.backend,
-                           delegates=args.delegates, progress=bar)
+                           delegates=args.delegates,
+                           progress=lambda phase, done, total: bar.update(done, total=total, description=phase))
     print(result.summary())
     if result.profile is not None and result.profile.available:
         for op in result.profile.ops[:10]:

@@ -56,3 +56,18 @@ def preprocessing_from(args: argparse.Namespace) -> Any:
 
     return Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
                          scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout))
+
+
+def add_runtime_args(p: argparse.ArgumentParser, *, threads: bool = True, purpose: str = "") -> None:
+    """``--backend --delegates --threads``: where a bundle runs. The one definition every verb uses.
+
+    Args:
+        p: The verb's parser.
+        threads: Also add ``--threads`` (``store recover`` runs its self-test without it).
+        purpose: What the runtime is for, shown in the group title (``"self-test"``).
+    """
+    g = p.add_argument_group(f"runtime{f' ({purpose})' if purpose else ''}")
+    g.add_argument("--backend", default=None, help="litert, tflite-runtime, onnxruntime, tf-lite (default: by model)")
+    g.add_argument("--delegates", type=csv, default=None, help="delegate ladder tried in order, e.g. gpu,xnnpack,cpu")
+    if threads:
+        g.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")

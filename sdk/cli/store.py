@@ -18,12 +18,12 @@ def register(subparsers: Any) -> None:
     i = sub.add_parser("install", help="verify + self-test a bundle here, then make it active atomically")
     i.add_argument("directory", help="store directory (created when missing)")
     i.add_argument("bundle", help=".epk bundle to install")
-    _runtime_args(i)
+    _self_test_args(i)
     i.set_defaults(handler=_install)
 
     r = sub.add_parser("rollback", help="make the previous bundle active again (after a self-test)")
     r.add_argument("directory")
-    _runtime_args(r)
+    _self_test_args(r)
     r.set_defaults(handler=_rollback)
 
     s = sub.add_parser("status", help="show the active and previous bundles")
@@ -33,15 +33,12 @@ def register(subparsers: Any) -> None:
 
     c = sub.add_parser("recover", help="rebuild a corrupt state.json from the verified slots")
     c.add_argument("directory")
-    c.add_argument("--backend", default=None)
-    c.add_argument("--delegates", type=cli_args.csv, default=None)
+    cli_args.add_runtime_args(c, threads=False, purpose="self-test")
     c.set_defaults(handler=_recover)
 
 
-def _runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default=None, help="runtime for the self-test: litert, onnxruntime, ...")
-    p.add_argument("--delegates", type=cli_args.csv, default=None, help="self-test ladder, e.g. gpu,xnnpack,cpu")
-    p.add_argument("--threads", type=int, default=None)
+def _self_test_args(p: argparse.ArgumentParser) -> None:
+    cli_args.add_runtime_args(p, purpose="self-test")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for another install")
 
 

@@ -3,17 +3,17 @@
 Needs no binfmt_misc, chroot or root: a Debian bookworm arm64 userland is built from .debs unpacked
 with ``dpkg-deb`` plus aarch64 wheels installed by the host pip (:mod:`edgepack.device.rootfs`),
 and the emulated python runs as ``qemu-aarch64-static -L ROOTFS ROOTFS/usr/bin/python3.11``.
-Stdlib only. See ``docs/emulation.md``.
+Stdlib only, besides ``edgepack.runtimes.errors``. See ``docs/emulation.md``.
 
 Example::
 
     info = build_rootfs(Path(".cache/arm64"))
     proc = run_emulated(info, ["-m", "pytest", "device_tests"], timeout=1800)
 
-CLI::
+CLI (with edgepack installed, e.g. ``pip install -e .``)::
 
-    python sdk/emulation.py build --cache .cache/arm64
-    python sdk/emulation.py run --cache .cache/arm64 -- -c "import platform; print(platform.machine())"
+    python -m edgepack.device.emulation build --cache .cache/arm64
+    python -m edgepack.device.emulation run --cache .cache/arm64 -- -c "import platform; print(platform.machine())"
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-try:
-    from edgepack.device import rootfs as _rootfs
-except ImportError:  # python sdk/emulation.py before edgepack is installed: sdk/ is sys.path[0]
-    import emulation_rootfs as _rootfs  # type: ignore[no-redef,import-not-found,unused-ignore]
+from edgepack.device import rootfs as _rootfs
 
 CPU_PROFILES = _rootfs.CPU_PROFILES
 EmulationError = _rootfs.EmulationError

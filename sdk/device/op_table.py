@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgepack.runtimes.fileio import atomic_write_text
+
 MAX_VERSION = 20
 SKIP = {"CUSTOM", "DELEGATE", "PLACEHOLDER_FOR_GREATER_OP_CODES"}
 
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"runtime": runtime, "version": version, "ops_probed": count,
                "how": "python -m edgepack.device.op_table (one operator code per probe model)",
                "max_versions": {k: v for k, v in sorted(table.items()) if v > 0}}
-    Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(payload, indent=1) + "\n")
     print(f"{runtime} {version}: {len(payload['max_versions'])} of {count} builtin ops available -> {args.out}")
     return 0
 

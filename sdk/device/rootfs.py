@@ -3,7 +3,7 @@
 Lower layer of :mod:`edgepack.device.emulation` (which caches, byte-compiles and runs the result): resolve
 the minimal .deb closure of python3.11 with an isolated apt (host apt state untouched), unpack it with
 ``dpkg-deb --fsys-tarfile | tar -x``, install aarch64 wheels with the host pip, write the fake Raspberry
-Pi ``/proc/cpuinfo`` and the re-entry script. Stdlib only.
+Pi ``/proc/cpuinfo`` and the re-entry script. Stdlib only, besides ``EdgepackError``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-try:
-    from edgepack.runtimes.errors import EdgepackError
-except ImportError:  # used standalone (python sdk/emulation.py) before edgepack is installed
-
-    class EdgepackError(Exception):  # type: ignore[no-redef]
-        """Root of every edgepack error (stand-in when the package is not importable)."""
-
+from edgepack.runtimes.errors import EdgepackError
 
 RELEASE = "bookworm"
 PYTHON = "python3.11"
@@ -46,7 +40,7 @@ Progress = Callable[[str], None]
 
 
 class EmulationError(EdgepackError):
-    """Emulated arm64 problem; rooted at ``EdgepackError`` when edgepack is importable."""
+    """Emulated arm64 problem (an :class:`~edgepack.runtimes.errors.EdgepackError`)."""
 
 
 class QemuNotFoundError(EmulationError):

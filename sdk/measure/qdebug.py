@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.runtimes.bundle import read_bundle
-from edgepack.runtimes.errors import EdgepackError
-from edgepack.runtimes.manifest import Preprocessing
-from edgepack.runtimes.serde import to_json
-
 from edgepack.measure.data import DataSource, open_data
 from edgepack.measure.runners import Runner, RunOptions, open_runner, prepare
+from edgepack.runtimes.bundle import read_bundle
+from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.manifest import ModelEntry, Preprocessing
+from edgepack.runtimes.recipe import Precision, Recipe, get_recipe
+from edgepack.runtimes.serde import to_json
 
 #: Layers whose local quantization SNR is below this are suggested for float (int8 rounding alone gives ~40 dB).
 DEFAULT_MIN_SNR_DB = 25.0
@@ -127,6 +128,7 @@ def debug_quantization(
     *,
     source: Any = None,
     quantized: str | os.PathLike[str] | None = None,
+    recipe: str | Recipe | None = None,
     preprocessing: Preprocessing | None = None,
     limit: int = 100,
     min_snr_db: float = DEFAULT_MIN_SNR_DB,
@@ -141,8 +143,10 @@ def debug_quantization(
         data: calibration / debug samples (same kinds as :func:`edgepack.measure.evaluate`; images use the bundle's
             pre-processing or ``preprocessing``).
         source: the float model of a bundle.
-        quantized: an existing QDQ ``.onnx`` of ``model`` (ONNX only); default: quantized here with
-            ``quantize_static`` (QDQ, per-channel, uint8 activations / int8 weights).
+        quantized: an existing QDQ ``.onnx`` (or ONNX ``.epk``) of ``model`` (ONNX only); default: quantized here.
+        recipe: how to quantize here and re-quantize with the suggested layers in float, with the converters' own
+            code (name or :class:`Recipe`); default: a bundle's own recipe, else ``qdq-int8`` resolved for this
+            host (ONNX) or ``full-int8`` (TFLite).
         preprocessing: how images become tensors when no bundle gives the spec.
         limit: samples used.
         min_snr_db: layers below this local SNR are suggested for float.
@@ -152,42 +156,65 @@ def debug_quantization(
     Raises:
         QuantDebugError, EvalDataError, InputSpecError, SourceModelError.
     """
-    float_model, kind, pre, notes = _resolve(model, source, preprocessing)
-    runner = open_runner(float_model, preprocessing=pre, options=RunOptions())
+    plan = _resolve(model, source, preprocessing, recipe, quantized)
+    runner = open_runner(plan.float_model, preprocessing=plan.preprocessing, options=RunOptions())
     try:
         dataset = open_data(data, limit=limit)
         samples = [prepare(s, dataset.color, runner)[0].astype(np.float32) for s, _ in dataset]
-        if kind == "tflite":
+        if plan.kind == "tflite":
             from edgepack.measure.qdebug_tflite import debug_tflite
 
-            result = debug_tflite(runner, samples, min_snr_db=min_snr_db, max_suggested=max_suggested, verify=verify)
+            result = debug_tflite(runner, samples, recipe=plan.recipe, min_snr_db=min_snr_db,
+                                  max_suggested=max_suggested, verify=verify)
         else:
             from edgepack.measure.qdebug_onnx import debug_onnx
 
-            qdq = quantized if quantized is not None else (model if _is_epk(model) else None)
-            result = debug_onnx(Path(os.fspath(float_model)), runner, samples, quantized=qdq,
-                                min_snr_db=min_snr_db, max_suggested=max_suggested, verify=verify)
+            result = debug_onnx(Path(os.fspath(plan.float_model)), runner, samples, quantized=plan.given,
+                                recipe=plan.recipe, min_snr_db=min_snr_db, max_suggested=max_suggested,
+                                verify=verify)
     finally:
         runner.close()
     name = Path(os.fspath(model)).name if isinstance(model, (str, os.PathLike)) else runner.name
-    return QuantDebugReport(model=name, min_snr_db=min_snr_db, notes=tuple(notes) + result.notes,
+    return QuantDebugReport(model=name, min_snr_db=min_snr_db, notes=plan.notes + result.notes,
                             method=result.method, samples=result.samples, layers=result.layers,
                             suggested_float=result.suggested_float, output_snr_db=result.output_snr_db,
                             output_snr_db_kept_float=result.output_snr_db_kept_float)
+
+
+@dataclass(frozen=True)
+class GivenModel:
+    """A quantized model to analyse instead of quantizing here, and where it came from (``bundle`` or ``file``)."""
+
+    data: bytes
+    origin: str
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to debug: the float model, the format's debugger, pre-processing, recipe, a given quantized model."""
+
+    float_model: Any
+    kind: str
+    preprocessing: Preprocessing | None
+    recipe: Recipe
+    given: GivenModel | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _is_epk(model: Any) -> bool:
     return isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".epk")
 
 
-def _resolve(model: Any, source: Any, pre: Preprocessing | None) -> tuple[Any, str, Preprocessing | None, list[str]]:
-    """(float model, ``tflite``|``onnx``, pre-processing, notes)."""
+def _resolve(model: Any, source: Any, pre: Preprocessing | None, recipe: str | Recipe | None,
+             quantized: str | os.PathLike[str] | None) -> _Plan:
+    """What :func:`debug_quantization` was asked to debug, checked before any work."""
     if _is_epk(model):
         bundle = read_bundle(os.fspath(model))
         entry = bundle.manifest.models[0]
+        name = Path(os.fspath(model)).name
         if source is None:
             raise QuantDebugError(
-                f"{Path(os.fspath(model)).name}: per-layer debugging compares with the float model it was made from "
+                f"{name}: per-layer debugging compares with the float model it was made from "
                 f"({bundle.manifest.source.file}); pass it as source=... (CLI: --source)."
             )
         if entry.format == "tflite" and entry.precision != "full_int8":
@@ -201,17 +228,65 @@ def _resolve(model: Any, source: Any, pre: Preprocessing | None) -> tuple[Any, s
                         "dynamic_int8": "dynamic quantization has no QDQ pairs (activations are quantized at run time)"}
             raise QuantDebugError(f"{entry.file} is {entry.precision}: no per-layer QDQ analysis "
                                   f"({why_onnx.get(entry.precision, 'unsupported precision')}).")
-        notes = ["the bundle's calibration data is not stored in it: layers were analysed on a re-quantization "
-                 "of the source with the given data"] if entry.format == "tflite" else []
+        if recipe is not None or quantized is not None:
+            raise QuantDebugError(f"{name} is analysed as it is, with the recipe in its manifest; drop "
+                                  f"{'recipe=' if recipe is not None else 'quantized='}.")
+        notes = ("the bundle's calibration data is not stored in it: layers were analysed on a re-quantization "
+                 "of the source with the given data",) if entry.format == "tflite" else ()
         kind = "tflite" if entry.format == "tflite" else "onnx"
         if kind == "onnx" and not str(source).lower().endswith(".onnx"):
             raise QuantDebugError("an ONNX bundle is debugged against its float .onnx model; pass that as source=.")
-        return source, kind, bundle.manifest.preprocessing, notes
+        given = GivenModel(bundle.model_bytes(entry), "bundle") if kind == "onnx" else None
+        return _Plan(source, kind, bundle.manifest.preprocessing, bundle_recipe(entry),
+                     given, notes)
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".onnx"):
-        return model, "onnx", pre, []
+        if quantized is None:
+            return _Plan(model, "onnx", pre, _recipe_for(recipe, "onnx"))
+        if not _is_epk(quantized):
+            try:
+                return _Plan(model, "onnx", pre, _recipe_for(recipe, "onnx"),
+                             GivenModel(Path(os.fspath(quantized)).read_bytes(), "file"))
+            except OSError as exc:
+                raise QuantDebugError(f"cannot read the quantized model {quantized}: {exc}") from exc
+        if recipe is not None:
+            raise QuantDebugError("quantized= is a bundle: it is analysed with the recipe in its manifest; "
+                                  "drop recipe=.")
+        bundle = read_bundle(os.fspath(quantized))
+        entry = bundle.manifest.model("onnx")
+        return _Plan(model, "onnx", pre, bundle_recipe(entry),
+                     GivenModel(bundle.model_bytes(entry), "bundle"))
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".tflite"):
         raise QuantDebugError("a .tflite file is already converted; pass the float source (.keras / SavedModel).")
-    return model, "tflite", pre, []
+    if quantized is not None:
+        raise QuantDebugError("quantized= is for ONNX models (a QDQ .onnx or ONNX bundle of a float .onnx); the "
+                              "TFLite debugger re-quantizes the Keras / SavedModel source itself: drop it.")
+    return _Plan(model, "tflite", pre, _recipe_for(recipe, "tflite"))
+
+
+def _recipe_for(recipe: str | Recipe | None, kind: str) -> Recipe:
+    """The caller's recipe or the default one for ``kind``; ONNX recipes resolved for this host's CPU."""
+    chosen = get_recipe(recipe if recipe is not None else ("qdq-int8" if kind == "onnx" else "full-int8"),
+                        format=kind)
+    if kind == "onnx":
+        chosen = chosen.resolved_for(platform.machine())
+    allowed = (Precision.FULL_INT8, Precision.INT16X8) if kind == "onnx" else (Precision.FULL_INT8,)
+    if chosen.precision not in allowed:
+        what = "static QDQ (qdq-int8, qdq-int16x8)" if kind == "onnx" else "full int8 (full-int8)"
+        raise QuantDebugError(f"recipe {chosen.name or chosen.precision.value} is {chosen.precision.value}: "
+                              f"per-layer {kind} debugging analyses {what} quantization; pass such a recipe.")
+    return chosen
+
+
+def bundle_recipe(entry: ModelEntry) -> Recipe:
+    """The recipe a bundle's model was converted with, as its manifest records it (target choices made).
+
+    Raises:
+        QuantDebugError: the manifest records no recipe for that model.
+    """
+    if entry.recipe is None:
+        raise QuantDebugError(f"the bundle's manifest records no recipe for {entry.file}; re-convert it with this "
+                              "edgepack, or debug the float source with recipe=...")
+    return entry.recipe
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,22 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.converters.formats.tflite.export import configured_converter
 from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
-from edgepack.runtimes.backends import get_backend
-from edgepack.runtimes.tensors import dequantize, to_model_dtype
-
+from edgepack.measure.qdebug import (
+    BackendResult,
+    LayerError,
+    QuantDebugError,
+    float_outputs,
+    output_snr,
+    rank,
+    snr_db,
+    suggest,
+)
 from edgepack.measure.runners import KerasRunner, Runner
-from edgepack.measure.qdebug import BackendResult, LayerError, QuantDebugError, float_outputs, output_snr, rank, snr_db, suggest
+from edgepack.runtimes.backends import DELEGATE_ERRORS, get_backend
+from edgepack.runtimes.recipe import Recipe
+from edgepack.runtimes.tensors import dequantize, to_model_dtype
 
 METHOD = "TFLite QuantizationDebugger (full int8)"
 
@@ -27,21 +37,11 @@ def _direct_snr(float_values: Any, quant_values: Any, scale: float, zero_point: 
     return snr_db(np.asarray(float_values, np.float64), dq)
 
 
-def _converter(runner: KerasRunner, samples: Sequence[np.ndarray]) -> Any:
-    tf = import_tensorflow()
+def _converter(runner: KerasRunner, samples: Sequence[np.ndarray], recipe: Recipe) -> Any:
+    """The converters' own TFLite converter set-up for ``recipe``, calibrated on the debug samples."""
     if runner.src.saved_model_dir is None:
         raise QuantDebugError(f"{runner.name} cannot be re-converted (no SavedModel); pass the Keras source.")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(runner.src.saved_model_dir))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    name = runner.input.name
-
-    def representative() -> Iterator[dict[str, np.ndarray]]:
-        for x in samples:
-            yield {name: x}
-
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return conv
+    return configured_converter(runner.src, recipe, calibration=[[x] for x in samples])
 
 
 def _debugger(conv: Any, dataset: Callable[[], Iterator[list[np.ndarray]]], **options: Any) -> Any:
@@ -53,7 +53,11 @@ def _debugger(conv: Any, dataset: Callable[[], Iterator[list[np.ndarray]]], **op
 
 
 def _run_litert(model: bytes, samples: Sequence[np.ndarray]) -> list[np.ndarray]:
-    engine = get_backend("litert").open(model, delegate="xnnpack", num_threads=None)
+    """Outputs of a ``.tflite`` model in the litert backend (XNNPACK), dequantized."""
+    try:
+        engine = get_backend("litert").open(model, delegate="xnnpack", num_threads=None)
+    except DELEGATE_ERRORS as exc:
+        raise QuantDebugError(f"LiteRT cannot load the quantized model: {exc}") from exc
     try:
         outs = []
         for x in samples:
@@ -64,9 +68,10 @@ def _run_litert(model: bytes, samples: Sequence[np.ndarray]) -> list[np.ndarray]
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
-def debug_tflite(runner: Runner, samples: Sequence[np.ndarray], *, min_snr_db: float, max_suggested: int,
-                 verify: bool) -> BackendResult:
-    """Per-layer int8 errors of a Keras/SavedModel source; suggestions verified by selective quantization."""
+def debug_tflite(runner: Runner, samples: Sequence[np.ndarray], *, recipe: Recipe, min_snr_db: float,
+                 max_suggested: int, verify: bool) -> BackendResult:
+    """Per-layer int8 errors of a Keras/SavedModel source converted per ``recipe``; suggestions verified by
+    selective quantization (the same converter set-up with the suggested layers denylisted)."""
     if not isinstance(runner, KerasRunner):
         raise QuantDebugError(f"{runner.name}: TFLite per-layer debugging needs the Keras / SavedModel source.")
     tf = import_tensorflow()
@@ -75,7 +80,7 @@ def debug_tflite(runner: Runner, samples: Sequence[np.ndarray], *, min_snr_db: f
         for x in samples:
             yield [x]
 
-    conv = _converter(runner, samples)
+    conv = _converter(runner, samples, recipe)
     first = _debugger(conv, dataset)
     with quiet_native_output():
         debug_model = first.get_debug_quantized_model()
@@ -105,7 +110,7 @@ def debug_tflite(runner: Runner, samples: Sequence[np.ndarray], *, min_snr_db: f
         reference = float_outputs(runner, samples)
         out_snr = output_snr(reference, _run_litert(full_model, samples))
         if suggested:
-            partial = _debugger(_converter(runner, samples), dataset, denylisted_nodes=list(suggested))
+            partial = _debugger(_converter(runner, samples, recipe), dataset, denylisted_nodes=list(suggested))
             with quiet_native_output():
                 kept_model = partial.get_nondebug_quantized_model()
             kept = output_snr(reference, _run_litert(kept_model, samples))

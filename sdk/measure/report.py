@@ -25,18 +25,19 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.measure import plots as plots
+from edgepack.measure.data import DataSource, is_image, open_data
+from edgepack.measure.evaluate import EvalResult, evaluate_many
+from edgepack.measure.qdebug import QuantDebugError, QuantDebugReport, debug_quantization, short_name
+from edgepack.measure.runners import RunOptions
 from edgepack.runtimes.backends import backends_for
 from edgepack.runtimes.bench_process import benchmark_isolated
 from edgepack.runtimes.benchmark import BenchResult, Machine, machine
 from edgepack.runtimes.bundle import read_bundle
 from edgepack.runtimes.errors import BackendUnavailableError, EdgepackError
+from edgepack.runtimes.fileio import atomic_write_bytes, atomic_write_text
+from edgepack.runtimes.progress import ProgressBar
 from edgepack.runtimes.serde import to_json
-
-from edgepack.measure import plots as plots
-from edgepack.measure.data import DataSource, is_image, open_data
-from edgepack.measure.runners import RunOptions
-from edgepack.measure.evaluate import EvalResult, ProgressBar, evaluate_many
-from edgepack.measure.qdebug import QuantDebugError, QuantDebugReport, debug_quantization, short_name
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--hide-scrollbars")
@@ -104,13 +105,10 @@ class Report:
             raise ReportError(f"cannot create the report folder {out}: {exc}") from exc
         figs = self.figures()
         for name, png in figs.items():
-            (out / name).write_bytes(png)
-        md = out / "report.md"
-        md.write_text(self.markdown(), encoding="utf-8")
-        page = out / "report.html"
-        page.write_text(self.html(figs), encoding="utf-8")
-        js = out / "report.json"
-        js.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+            atomic_write_bytes(out / name, png)
+        md = atomic_write_text(out / "report.md", self.markdown())
+        page = atomic_write_text(out / "report.html", self.html(figs))
+        js = atomic_write_text(out / "report.json", json.dumps(self.to_json(), indent=1) + "\n")
         return ReportFiles(markdown=md, html=page, json=js, plots=tuple(out / n for n in figs))
 
     def summary_rows(self) -> list[list[str]]:
@@ -298,8 +296,10 @@ def build_report(
     """Evaluate, benchmark and (given the float ``source``) debug every bundle; see the module docstring.
 
     Raises:
-        ReportError, BackendUnavailableError, EvalDataError, LabelMismatchError, InputSpecError, BenchmarkError.
+        PlotsUnavailableError (no matplotlib: checked first), ReportError, BackendUnavailableError, EvalDataError,
+        LabelMismatchError, InputSpecError, BenchmarkError.
     """
+    plots.require()
     paths = [Path(os.fspath(b)) for b in bundles]
     if not paths:
         raise ReportError("no bundles given; pass one or more .epk files.")
@@ -316,7 +316,7 @@ def build_report(
     if images is None:
         notes.append("end-to-end latency not measured: the data holds tensors, not images")
     entries = []
-    with ProgressBar(progress, len(paths), "benchmarking") as bar:
+    with ProgressBar(len(paths), "benchmarking", enabled=progress) as bar:
         for path, ev in zip(paths, evals):
             bar.describe(f"benchmarking {ev.model} in its own process")
             bench = benchmark_isolated(path, images=images, image_color=dataset.color, warmup=warmup, runs=runs,

@@ -6,6 +6,7 @@ turns one data sample (an image or a tensor) into a model-ready batch of one.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.measure.data import EvalDataError, is_image
 from edgepack.runtimes.errors import InputSpecError
 from edgepack.runtimes.manifest import ColorOrder, Preprocessing, TensorSpec
 from edgepack.runtimes.preprocess import preprocess
 from edgepack.runtimes.session import Session, load
-from edgepack.runtimes.tensors import dequantize, to_model_dtype
-
-from edgepack.measure.data import EvalDataError, is_image
+from edgepack.runtimes.tensors import dequantize, shape_fits, to_model_dtype
 
 
 @dataclass(frozen=True)
@@ -130,32 +130,38 @@ class TFLiteFileRunner(Runner):
         self.engine.close()
 
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 _TRANSPOSES = (((2, 0, 1), "NHWC tensors transposed to NCHW"), ((1, 2, 0), "NCHW tensors transposed to NHWC"))
 
 
 class OnnxFileRunner(Runner):
-    """A bare ``.onnx`` file, run in ONNX Runtime (CPU)."""
+    """A bare ``.onnx`` file, run in the onnxruntime backend (CPU)."""
 
     def __init__(self, path: Path, *, preprocessing: Preprocessing | None, num_threads: int | None) -> None:
-        import onnxruntime as ort
+        from edgepack.runtimes.backends import get_backend
 
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = num_threads
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        ins = self.sess.get_inputs()
-        if len(ins) != 1:
-            raise EvalDataError(f"{path.name} takes {len(ins)} inputs; evaluate() handles one.")
-        dtype = _ORT_TYPES.get(ins[0].type, "float32")
-        shape = tuple(d if isinstance(d, int) else -1 for d in ins[0].shape)
+        self.engine = get_backend("onnxruntime").open(_onnx_bytes(path), delegate="cpu", num_threads=num_threads)
+        if len(self.engine.inputs) != 1:
+            raise EvalDataError(f"{path.name} takes {len(self.engine.inputs)} inputs; evaluate() handles one.")
         self.name, self.kind, self.size_bytes = path.name, "onnx file", path.stat().st_size
-        self.input, self.preprocessing, self.labels = TensorSpec(ins[0].name, shape, dtype), preprocessing, []
-        self.batchable = shape[0] == -1
+        self.input, self.preprocessing, self.labels = self.engine.inputs[0], preprocessing, []
+        self.batchable = self.input.shape[:1] == (-1,)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        outs = self.sess.run(None, {self.input.name: x.astype(self.input.dtype)})
+        outs = self.engine.run([x.astype(self.input.dtype)])
         return [np.asarray(o, np.float32) for o in outs]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _onnx_bytes(path: Path) -> bytes:
+    """The model's bytes, external-data files inlined where ``onnx`` is installed (a model loaded from bytes has
+    no folder to find them in)."""
+    if importlib.util.find_spec("onnx") is None:
+        return path.read_bytes()
+    from edgepack.converters.formats.onnx.source import read_onnx
+
+    return bytes(read_onnx(path)[0].SerializeToString())
 
 
 def open_runner(model: Any, *, preprocessing: Preprocessing | None, options: RunOptions) -> Runner:
@@ -180,10 +186,6 @@ def open_runner(model: Any, *, preprocessing: Preprocessing | None, options: Run
     return KerasRunner(model, preprocessing=preprocessing)
 
 
-def _fits(arr: np.ndarray, spec: TensorSpec) -> bool:
-    return arr.ndim == len(spec.shape) and all(w in (-1, g) for w, g in zip(spec.shape, arr.shape))
-
-
 def prepare(sample: np.ndarray, color: ColorOrder, runner: Runner) -> tuple[np.ndarray, str | None]:
     """One sample → a model-ready batch of one, plus a note when it had to be converted.
 
@@ -195,7 +197,7 @@ def prepare(sample: np.ndarray, color: ColorOrder, runner: Runner) -> tuple[np.n
         if runner.preprocessing is not None:
             return preprocess(sample, runner.preprocessing, source=color), None
         for cand in (sample[None], sample[None, ..., None]):
-            if _fits(cand, spec) and np.dtype(spec.dtype) == np.uint8:
+            if shape_fits(cand.shape, spec.shape) and np.dtype(spec.dtype) == np.uint8:
                 return cand, None
         raise EvalDataError(
             f"{runner.name} has no pre-processing spec, so it cannot take images: pass preprocessing=Preprocessing(...)"
@@ -203,12 +205,12 @@ def prepare(sample: np.ndarray, color: ColorOrder, runner: Runner) -> tuple[np.n
         )
     x = sample.astype(np.float32) if sample.dtype.kind == "f" or np.dtype(spec.dtype).kind == "f" else sample
     for cand in (x[None], x):
-        if _fits(cand, spec):
+        if shape_fits(cand.shape, spec.shape):
             return cand, None
     if x.ndim == 3:
         for perm, note in _TRANSPOSES:
             cand = np.ascontiguousarray(x.transpose(perm))[None]
-            if _fits(cand, spec):
+            if shape_fits(cand.shape, spec.shape):
                 return cand, f"{runner.name}: {note}"
     raise InputSpecError(
         f"{runner.name} expects input {list(spec.shape)} (-1 = any) but the data holds tensors of shape "

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgepack.converters.formats.tflite.source import InputInfo
+from edgepack.converters.formats.base import InputInfo
 
 #: Ops that mark a statically quantized (QDQ or QOperator) model.
 _STATIC_Q = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd"}

@@ -1,35 +1,33 @@
-"""One ONNX precision end to end: quantize → load in real ONNX Runtime → compare with the source → golden data.
+"""The ONNX format: quantize with ONNX Runtime's tools, run in real ONNX Runtime.
 
-:func:`build_onnx` is the ONNX twin of :func:`~edgepack.converters.formats.tflite.pipeline.build_tflite` and returns
-the same :class:`~edgepack.converters.formats.tflite.pipeline.ModelArtifact`, so ``package.assemble`` and the
-runtime treat both formats alike.
+Sources are ``.onnx`` files, PyTorch modules (exported) and Keras / SavedModel models (tf2onnx); every one
+becomes an fp32 ``onnx.ModelProto`` (:mod:`.source`) that :mod:`.quantize` turns into the recipe's model.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgepack.converters.artifact import ModelArtifact, build_artifact
+from edgepack.converters.calibration import Calibration, collect
+from edgepack.converters.errors import ConversionError
+from edgepack.converters.formats.base import Description, ModelFormatPlugin, Source, get_format, register_format
+from edgepack.converters.formats.onnx.inspect import summarize
+from edgepack.converters.formats.onnx.quantize import quantize
+from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
+from edgepack.converters.validate import Thresholds
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends.base import DELEGATE_ERRORS, Engine
 from edgepack.runtimes.backends.onnxruntime import GraphOptimization, OnnxRuntimeBackend, OrtEngine, OrtOptions
 from edgepack.runtimes.errors import ModelLoadError
-from edgepack.runtimes.ladder import run_golden
-from edgepack.runtimes.manifest import Preprocessing, Tolerance
-from edgepack.runtimes.serde import to_json
-from edgepack.runtimes.tensors import to_model_dtype
-
-from edgepack.converters.calibration import Calibration, collect
-from edgepack.converters.errors import ConversionError
-from edgepack.converters.formats.onnx.inspect import summarize
-from edgepack.converters.formats.onnx.quantize import quantize
-from edgepack.converters.formats.onnx.source import MAX_MODEL_BYTES, OnnxSource
-from edgepack.runtimes.recipe import ModelFormat, Recipe
-from edgepack.converters.formats.tflite.pipeline import RELATIVE_FLOOR, ModelArtifact
-from edgepack.converters.validate import Thresholds, Validation, agreement, check, run_batch
+from edgepack.runtimes.manifest import Preprocessing
+from edgepack.runtimes.recipe import Precision, Recipe
 
 #: Runs per latency figure in report.json (single thread, golden input, after 3 warm-up runs).
 LATENCY_RUNS = 20
@@ -39,14 +37,16 @@ def open_ort(data: bytes, *, level: GraphOptimization = GraphOptimization.ALL, n
              what: str = "the converted model") -> OrtEngine:
     """Load model bytes in real ONNX Runtime (CPU); a model it cannot load is a :class:`ConversionError`."""
     backend = get_backend("onnxruntime")
-    assert isinstance(backend, OnnxRuntimeBackend)
+    if not isinstance(backend, OnnxRuntimeBackend):
+        raise ConversionError(f"the onnxruntime backend is a {type(backend).__name__}, not ONNX Runtime.")
     backend.configure(OrtOptions(graph_optimization=level))
     try:
         engine = backend.open(data, delegate="cpu", num_threads=num_threads)
     except (ModelLoadError, *DELEGATE_ERRORS) as exc:
         raise ConversionError(f"{what} does not load in onnxruntime ({exc}); this recipe produced a model the "
                               "runtime cannot prepare — try another recipe or exclude the failing nodes.") from exc
-    assert isinstance(engine, OrtEngine)
+    if not isinstance(engine, OrtEngine):
+        raise ConversionError(f"the onnxruntime backend returned a {type(engine).__name__}, not an OrtEngine.")
     return engine
 
 
@@ -55,40 +55,6 @@ def calibration_samples(source: OnnxSource, calibration: Calibration, *, preproc
     """Calibration data (numpy, :class:`ImageFolder`, iterable) as batch-of-one samples for ``source``."""
     return collect(calibration, shapes=[i.shape for i in source.inputs], dtypes=[i.dtype for i in source.inputs],
                    preprocessing=preprocessing, limit=limit, progress=progress)
-
-
-def _golden_sample(engine: Engine, golden_sample: Sequence[np.ndarray] | None) -> list[np.ndarray]:
-    if golden_sample is not None:
-        return [to_model_dtype(np.asarray(x), spec) for x, spec in zip(golden_sample, engine.inputs)]
-    rng = np.random.default_rng(0)
-    arrays = []
-    for spec in engine.inputs:
-        if -1 in spec.shape[1:]:
-            raise ConversionError(f"input {spec.name!r} has dynamic dimensions {list(spec.shape)}; pass calibration "
-                                  "data so edgepack has a real input to make golden data from.")
-        shape = [1, *spec.shape[1:]] if spec.shape else []
-        kind = np.dtype(spec.dtype).kind
-        arrays.append(rng.random(shape).astype(spec.dtype) if kind == "f" else np.zeros(shape, spec.dtype))
-    return arrays
-
-
-def golden_tolerance(engine: OrtEngine, data: bytes, golden_inputs: list[np.ndarray],
-                     golden_outputs: list[np.ndarray], precision: str) -> tuple[Tolerance, ...]:
-    """Tolerance per output: a floor by precision, widened to 4x the gap to ORT without graph optimizations.
-
-    Fused and integer kernels (ORT_ENABLE_ALL) versus the plain reference kernels (ORT_DISABLE_ALL) show how
-    far another CPU's kernels may drift.
-    """
-    plain = open_ort(data, level=GraphOptimization.DISABLE)
-    ref = run_golden(plain, golden_inputs)
-    plain.close()
-    tolerances = []
-    for g, r in zip(golden_outputs, ref):
-        magnitude = max(1.0, float(np.max(np.abs(g))) if g.size else 1.0)
-        floor = RELATIVE_FLOOR.get(precision, 1e-2) * magnitude
-        gap = float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))) if g.size else 0.0
-        tolerances.append(Tolerance(atol=float(max(floor, 4 * gap)), rtol=0.0))
-    return tuple(tolerances)
 
 
 def median_latency_ms(data: bytes, inputs: list[np.ndarray], *, runs: int = LATENCY_RUNS) -> float:
@@ -107,6 +73,85 @@ def median_latency_ms(data: bytes, inputs: list[np.ndarray], *, runs: int = LATE
     return round(float(np.median(times)) * 1e3, 4)
 
 
+@register_format
+class OnnxFormat(ModelFormatPlugin):
+    """``.onnx`` models for ONNX Runtime (CPU, CUDA/TensorRT, NNAPI, CoreML... execution providers)."""
+
+    name = "onnx"
+    extension = "onnx"
+    description = "ONNX model for ONNX Runtime (QDQ int8, fp16; CPU / CUDA / TensorRT / NNAPI providers)"
+
+    @classmethod
+    def claims(cls, model: Any) -> bool:
+        if isinstance(model, (str, Path)):
+            return str(model).lower().endswith(".onnx")
+        torch = sys.modules.get("torch")
+        return torch is not None and isinstance(model, torch.nn.Module)
+
+    def load_source(self, model: Any, *, example_input: Any = None) -> OnnxSource:
+        return load_onnx_source(model, example_input=example_input)
+
+    def export(self, source: Source, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]]
+               ) -> tuple[bytes, dict[str, Any]]:
+        if not isinstance(source, OnnxSource):
+            raise ConversionError(f"the onnx format quantizes ONNX sources, not {type(source).__name__}.")
+        model, quant_info = quantize(source.model, recipe, calibration=calibration, inputs=source.inputs)
+        return bytes(model.SerializeToString()), {"quantization": quant_info}
+
+    def open(self, data: bytes, *, reference: bool = False, num_threads: int | None = None) -> Engine:
+        # Fused and integer kernels (ORT_ENABLE_ALL) versus the plain reference kernels (ORT_DISABLE_ALL).
+        return open_ort(data, level=GraphOptimization.DISABLE if reference else GraphOptimization.ALL,
+                        num_threads=num_threads)
+
+    def describe(self, data: bytes, engine: Engine) -> Description:
+        import onnx
+
+        summary = summarize(onnx.load_from_string(data))
+        version = get_backend("onnxruntime").version()
+        warning = (f"ops from {summary.custom_domains} need an onnxruntime that registers them"
+                   if summary.custom_domains else None)
+        return Description(
+            precision=summary.precision,
+            requires={"runtime": "onnxruntime", "opset": summary.opset, "domains": sorted(summary.opset),
+                      "ir_version": summary.ir_version, "custom_domains": summary.custom_domains,
+                      "validated_with": f"onnxruntime {version}"},
+            report={"providers": list(getattr(engine, "providers", ())),
+                    "node_assignment": getattr(engine, "node_assignment", {}), "opset": summary.opset,
+                    "ops": summary.ops, "initializer_types": summary.initializer_types},
+            warning=warning,
+        )
+
+    def tolerance_hint(self, precision: Precision) -> str:
+        if precision not in (Precision.FULL_INT8, Precision.DYNAMIC_INT8):
+            return ""
+        return ("For ONNX QDQ: Percentile calibration and the first layers kept in float often recover it "
+                "(onnx_qdq_int8(method=CalibrationMethod.PERCENTILE, float_first_layers=3); CLI "
+                "--calibration-method percentile --float-first-layers 3); `edgepack qdebug` names the layers "
+                "that lose the most, for recipe exclude=.")
+
+    def extra_report(self, source: Source, data: bytes, golden_inputs: list[np.ndarray]) -> dict[str, Any]:
+        if not isinstance(source, OnnxSource):
+            return {}
+        fp32 = source.model_bytes()
+        engine = open_ort(data)
+        try:
+            inputs = [np.asarray(x, dtype=s.dtype) for x, s in zip(golden_inputs, engine.inputs)]
+        finally:
+            engine.close()
+        fp32_inputs = [np.asarray(x, dtype=i.dtype) for x, i in zip(golden_inputs, source.inputs)]
+        latency, fp32_latency = median_latency_ms(data, inputs), median_latency_ms(fp32, fp32_inputs)
+        version = get_backend("onnxruntime").version()
+        return {
+            "fp32_bytes": len(fp32),
+            "size_ratio": round(len(data) / max(1, len(fp32)), 4),
+            "latency_ms_median": latency,
+            "fp32_latency_ms_median": fp32_latency,
+            "latency_ratio_vs_fp32": round(latency / max(fp32_latency, 1e-9), 3),
+            "latency_note": f"host CPU, onnxruntime {version}, 1 thread, {LATENCY_RUNS} runs, batch 1",
+            "source_provenance": source.provenance,
+        }
+
+
 def build_onnx(
     source: OnnxSource,
     recipe: Recipe,
@@ -123,72 +168,5 @@ def build_onnx(
     Raises:
         ConfigError, CalibrationError, ConversionError.
     """
-    if recipe.format is not ModelFormat.ONNX:
-        raise ConversionError(f"build_onnx needs an ONNX recipe (format=onnx), got {recipe.format.value}; "
-                              "use recipes.onnx_qdq_int8() / get_recipe(name, format='onnx').")
-    t0 = time.perf_counter()
-    model, quant_info = quantize(source.model, recipe, calibration=calibration, inputs=source.inputs)
-    data = bytes(model.SerializeToString())
-    if len(data) > MAX_MODEL_BYTES:
-        raise ConversionError(f"the {recipe.precision.value} model is {len(data)} bytes; bundles hold up to 2 GB.")
-    convert_s = time.perf_counter() - t0
-    summary = summarize(model)
-    engine = open_ort(data)
-    golden_inputs = _golden_sample(engine, golden_sample)
-    golden_outputs = run_golden(engine, golden_inputs)
-    t1 = time.perf_counter()
-    samples = [list(golden_sample), *held_back] if golden_sample is not None else list(held_back)
-    validation = None
-    if samples:
-        got = run_batch(engine, samples, list(range(len(engine.inputs))))  # type: ignore[arg-type]
-        refs = [source.predict(list(s)) for s in samples]
-        names = [s.name for s in engine.outputs]
-        agreements = []
-        for k, (name, g) in enumerate(zip(names, got)):
-            key = name if name in refs[0] else list(refs[0])[k]
-            agreements.append(agreement(name, np.concatenate([r[key] for r in refs], axis=0), g))
-        validation = Validation(samples=len(samples), outputs=agreements,
-                                failures=check(agreements, precision=recipe.precision.value, samples=len(samples),
-                                              thresholds=thresholds))
-    validate_s = time.perf_counter() - t1
-    tolerance = golden_tolerance(engine, data, golden_inputs, golden_outputs, summary.precision)
-    ort_version = get_backend("onnxruntime").version()
-    fp32 = source.model_bytes()
-    fp32_engine = open_ort(fp32, what="the fp32 source")
-    fp32_inputs = _golden_sample(fp32_engine, golden_sample)
-    fp32_engine.close()
-    report: dict[str, Any] = {
-        "format": "onnx",
-        "precision": summary.precision,
-        "recipe": recipe.name or recipe.precision.value,
-        "bytes": len(data),
-        "fp32_bytes": len(fp32),
-        "size_ratio": round(len(data) / max(1, len(fp32)), 4),
-        "convert_seconds": round(convert_s, 3),
-        "validate_seconds": round(validate_s, 3),
-        "latency_ms_median": median_latency_ms(data, golden_inputs),
-        "fp32_latency_ms_median": median_latency_ms(fp32, fp32_inputs),
-        "latency_note": f"host CPU, onnxruntime {ort_version}, 1 thread, {LATENCY_RUNS} runs, batch 1",
-        "providers": list(engine.providers),
-        "node_assignment": engine.node_assignment,
-        "quantization": quant_info,
-        "opset": summary.opset,
-        "ops": summary.ops,
-        "initializer_types": summary.initializer_types,
-        "validation": to_json(validation) if validation else None,
-        "source_provenance": source.provenance,
-    }
-    report["latency_ratio_vs_fp32"] = round(report["latency_ms_median"] / max(report["fp32_latency_ms_median"],
-                                                                                1e-9), 3)
-    artifact = ModelArtifact(
-        data=data, precision=summary.precision, inputs=engine.inputs, outputs=engine.outputs,
-        golden_inputs=golden_inputs, golden_outputs=golden_outputs, tolerance=tolerance,
-        requires={"runtime": "onnxruntime", "opset": summary.opset, "domains": sorted(summary.opset),
-                  "ir_version": summary.ir_version, "custom_domains": summary.custom_domains,
-                  "validated_with": f"onnxruntime {ort_version}"},
-        validation=validation, report=report,
-    )
-    engine.close()
-    if summary.custom_domains:
-        report["warning"] = f"ops from {summary.custom_domains} need an onnxruntime that registers them"
-    return artifact
+    return build_artifact(get_format("onnx"), source, recipe, calibration=calibration, held_back=held_back,
+                          golden_sample=golden_sample, thresholds=thresholds)

@@ -10,19 +10,67 @@ the original model (as Netron shows it) may exclude nothing. Here:
 - :func:`resolve_exclude` maps the recipe's names onto the pre-processed graph (a rewritten node's name covers
   all its parts) and refuses a name that was folded into a node the recipe still quantizes, or that never
   existed, saying which name to use instead;
-- :func:`first_layers` lists the nodes up to the ``n``-th weighted layer (the "float stem").
+- :func:`first_layers` lists the nodes up to the ``n``-th weighted layer (the "float stem");
+- :func:`prepare_float` does all of it to a model: the graph ``quantize`` quantizes, which per-layer debugging
+  compares the quantized model with.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgepack.converters.errors import ConversionError
+from edgepack.converters.formats.onnx.inspect import name_nodes
 from edgepack.runtimes.errors import ConfigError
 
 #: Ops that hold the weights of a layer; ``float_first_layers`` counts these.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """An fp32 model as ONNX Runtime's quantizer sees it.
+
+    Attributes:
+        original: a copy of the source with every node named (unnamed ones ``<Op>_<index>``).
+        model: ``original`` after ``quant_pre_process``, the nodes it made named after the ones they replace.
+        notes: what pre-processing had to skip.
+        named: nodes named in ``original``.
+        renamed: nodes named in ``model``.
+    """
+
+    original: Any
+    model: Any
+    notes: tuple[str, ...]
+    named: int
+    renamed: int
+
+
+def prepare_float(model: Any) -> PreparedModel:
+    """Name every node of (a copy of) the fp32 ``model``, run ``quant_pre_process``, name the nodes it made.
+
+    Raises:
+        ConversionError: ``quant_pre_process`` failed.
+    """
+    import onnx
+
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    named = name_nodes(original)
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnxprep-") as tmp:
+        src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx")
+        onnx.save(original, str(src))
+        try:
+            notes = preprocess(src, dst)
+        except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
+            raise ConversionError(f"quant_pre_process failed: {type(exc).__name__}: {exc}") from exc
+        pre = onnx.load(str(dst))
+    renamed = name_rewritten_nodes(original, pre)
+    return PreparedModel(original=original, model=pre, notes=tuple(notes), named=named, renamed=renamed)
 
 
 def preprocess(src: Path, dst: Path) -> list[str]:

@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.runtimes.errors import ConfigError
-
 from edgepack.converters.errors import CalibrationError, ConversionError
+from edgepack.converters.formats.base import InputInfo
 from edgepack.converters.formats.onnx.inspect import name_nodes, summarize
-from edgepack.converters.formats.onnx.prepare import first_layers, name_rewritten_nodes, preprocess, resolve_exclude
+from edgepack.converters.formats.onnx.prepare import PreparedModel, first_layers, prepare_float, resolve_exclude
+from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.recipe import CalibrationMethod, IODType, Precision, Recipe
-from edgepack.converters.formats.tflite.source import InputInfo
 
 _METHODS = {CalibrationMethod.MINMAX: "MinMax", CalibrationMethod.ENTROPY: "Entropy",
             CalibrationMethod.PERCENTILE: "Percentile"}
@@ -46,6 +45,10 @@ class SampleReader:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """The remaining samples (ORT's ``qdq_loss_debug.collect_activations`` iterates its reader)."""
+        return self._it
 
 
 def check_samples(samples: Sequence[Sequence[np.ndarray]], inputs: Sequence[InputInfo], *, what: str) -> None:
@@ -102,22 +105,21 @@ def quantize(
     if already not in ("fp32", "fp16"):
         raise ConversionError(f"the source model is already quantized ({already}); quantize its fp32 original, "
                               "or package it as it is with onnx_fp32().")
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    info["nodes_named"] = name_nodes(work)
     start = time.perf_counter()
     if p is Precision.FP16:
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        info["nodes_named"] = name_nodes(work)
         _check_exclude(work, recipe.exclude)
         out = _fp16(work, recipe, info)
     else:
+        prepared = prepare_float(model)
+        info.update(nodes_named=prepared.named, preprocess_notes=list(prepared.notes),
+                    nodes_named_after_preprocess=prepared.renamed)
+        excluded = _float_nodes(prepared, recipe, info)
         with tempfile.TemporaryDirectory(prefix="edgepack-onnxq-") as tmp:
-            src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "quant.onnx")
-            onnx.save(work, str(src))
-            try:
-                info["preprocess_notes"] = preprocess(src, pre)
-            except (RuntimeError, ValueError, TypeError, KeyError, OSError) as exc:
-                raise ConversionError(f"quant_pre_process failed: {type(exc).__name__}: {exc}") from exc
-            excluded = _float_nodes(work, pre, recipe, info)
+            pre, dst = Path(tmp, "pre.onnx"), Path(tmp, "quant.onnx")
+            onnx.save(prepared.model, str(pre))
             if p is Precision.DYNAMIC_INT8:
                 _dynamic(pre, dst, recipe, info, excluded)
             elif p in (Precision.FULL_INT8, Precision.INT16X8):
@@ -130,18 +132,14 @@ def quantize(
     return out, info
 
 
-def _float_nodes(original: Any, pre_path: Path, recipe: Recipe, info: dict[str, Any]) -> list[str]:
-    """Name the nodes ``quant_pre_process`` made (saved back to ``pre_path``); the pre-processed names to keep
-    float: ``recipe.exclude`` mapped onto that graph, plus the first ``recipe.float_first_layers`` layers."""
-    import onnx
-
-    pre = onnx.load(str(pre_path))
-    info["nodes_named_after_preprocess"] = name_rewritten_nodes(original, pre)
-    onnx.save(pre, str(pre_path))
+def _float_nodes(prepared: PreparedModel, recipe: Recipe, info: dict[str, Any]) -> list[str]:
+    """The pre-processed names to keep float: ``recipe.exclude`` mapped onto the graph ``quant_pre_process``
+    made, plus the first ``recipe.options.float_first_layers`` layers."""
+    original, pre = prepared.original, prepared.model
     chosen = set(resolve_exclude(original, pre, recipe.exclude))
-    if recipe.float_first_layers:
-        chosen.update(first_layers(pre, recipe.float_first_layers))
-        info["float_first_layers"] = recipe.float_first_layers
+    if recipe.options.float_first_layers:
+        chosen.update(first_layers(pre, recipe.options.float_first_layers))
+        info["float_first_layers"] = recipe.options.float_first_layers
     return [n.name for n in pre.graph.node if n.name in chosen]
 
 
@@ -160,10 +158,10 @@ def _dynamic(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], exclude
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     info.update(mode="dynamic", weights="int8", per_channel=recipe.per_channel, excluded=excluded,
-                reduce_range=bool(recipe.reduce_range))
+                reduce_range=bool(recipe.options.reduce_range))
     try:
         quantize_dynamic(str(pre), str(dst), per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded, reduce_range=bool(recipe.reduce_range))
+                         nodes_to_exclude=excluded, reduce_range=bool(recipe.options.reduce_range))
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ConversionError(f"quantize_dynamic failed: {type(exc).__name__}: {exc}") from exc
 
@@ -177,18 +175,18 @@ def _static(pre: Path, dst: Path, recipe: Recipe, info: dict[str, Any], reader: 
 
     if recipe.precision is Precision.INT16X8:
         act, act_name = QuantType.QUInt16, "uint16"
-    elif recipe.activation_dtype is IODType.UINT8:
+    elif recipe.options.activation_dtype is IODType.UINT8:
         act, act_name = QuantType.QUInt8, "uint8"
     else:
         act, act_name = QuantType.QInt8, "int8"
-    method = _METHODS[recipe.calibration_method]
+    method = _METHODS[recipe.options.calibration_method]
     info.update(mode="static QDQ", weights="int8", activations=act_name, per_channel=recipe.per_channel,
                 calibration_method=method, calibration_samples=len(reader), excluded=excluded,
-                reduce_range=bool(recipe.reduce_range))
+                reduce_range=bool(recipe.options.reduce_range))
     try:
         quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
                         activation_type=act, weight_type=QuantType.QInt8, calibrate_method=getattr(OrtMethod, method),
-                        nodes_to_exclude=excluded, reduce_range=bool(recipe.reduce_range))
+                        nodes_to_exclude=excluded, reduce_range=bool(recipe.options.reduce_range))
     except ort_errors() as exc:
         raise CalibrationError(f"onnxruntime could not run the model on the calibration data: {exc}") from exc
     except (ValueError, TypeError, KeyError, RuntimeError, IndexError) as exc:

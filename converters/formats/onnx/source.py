@@ -17,18 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.converters.errors import OnnxModelError, OnnxOperatorError, OnnxOpsetError, SourceModelError
+from edgepack.converters.formats.base import InputInfo
+from edgepack.converters.formats.onnx.inspect import input_infos, iter_nodes, output_names
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends.base import DELEGATE_ERRORS, Engine
+from edgepack.runtimes.bundle import MAX_FILE_BYTES
 from edgepack.runtimes.errors import ModelLoadError, UnsupportedOperatorError, UnsupportedOpsetError
-
-from edgepack.converters.errors import OnnxModelError, OnnxOperatorError, OnnxOpsetError, SourceModelError
-from edgepack.converters.formats.onnx.inspect import input_infos, iter_nodes, output_names
-from edgepack.converters.formats.tflite.source import InputInfo
 
 SUPPORTED = ("an .onnx file, a torch.nn.Module with example_input=..., a .keras/.h5 file, a SavedModel "
              "directory, a keras.Model or an onnx.ModelProto")
 #: Bundles hold one file per model, capped at 2 GB (and protobuf cannot serialise more).
-MAX_MODEL_BYTES = 2 << 30
+MAX_MODEL_BYTES = MAX_FILE_BYTES
 
 Reference = Callable[[list[np.ndarray]], list[np.ndarray]]
 

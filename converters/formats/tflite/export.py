@@ -8,25 +8,25 @@ from typing import Any
 import numpy as np
 
 from edgepack.converters.errors import ConversionError
-from edgepack.runtimes.recipe import IODType, Precision, Recipe
 from edgepack.converters.formats.tflite.source import SourceModel
 from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
+from edgepack.runtimes.recipe import IODType, Precision, Recipe
 
 
-def _converter(source: SourceModel) -> Any:
+def configured_converter(source: SourceModel, recipe: Recipe, *,
+                         calibration: Sequence[Sequence[np.ndarray]] = ()) -> Any:
+    """A ``tf.lite.TFLiteConverter`` set up for ``recipe`` (optimizations, types, ops, calibration data).
+
+    :func:`export_tflite` converts with it; ``tf.lite.experimental.QuantizationDebugger`` takes it as it is.
+    ``calibration`` samples are in the source signature's input order (sorted by name).
+
+    Raises:
+        ConversionError: the source cannot be re-converted, ``recipe.exclude`` is set, or calibration is missing.
+    """
     tf = import_tensorflow()
     if source.saved_model_dir is None:
         raise ConversionError(f"{source.kind} source cannot be re-converted; it is packaged as it is.")
-    return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
-
-
-def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]] = ()) -> bytes:
-    """Convert with the TFLite converter; raise :class:`ConversionError` with the converter's reason.
-
-    ``calibration`` samples are in the source signature's input order (sorted by name).
-    """
-    tf = import_tensorflow()
-    conv = _converter(source)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     p = recipe.precision
     if recipe.exclude:
         raise ConversionError("recipe.exclude is not supported for TFLite conversion; use an ONNX QDQ recipe.")
@@ -56,6 +56,15 @@ def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[
             ]
     if not recipe.per_channel:
         conv._experimental_disable_per_channel = True
+    return conv
+
+
+def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]] = ()) -> bytes:
+    """Convert with the TFLite converter; raise :class:`ConversionError` with the converter's reason.
+
+    ``calibration`` samples are in the source signature's input order (sorted by name).
+    """
+    conv = configured_converter(source, recipe, calibration=calibration)
     from tensorflow.lite.python.convert_phase import ConverterError
 
     try:
@@ -65,6 +74,6 @@ def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[
         first = str(exc).strip().splitlines() + [line for line in log if "error" in line.lower()]
         reason = next((line for line in first if "error" in line.lower()), first[0] if first else repr(exc))
         raise ConversionError(
-            f"TFLite conversion to {p.value} failed: {type(exc).__name__}: {reason[:500]}. "
+            f"TFLite conversion to {recipe.precision.value} failed: {type(exc).__name__}: {reason[:500]}. "
             "Try another recipe (e.g. fp16 or dynamic_int8) or check the model's ops."
         ) from exc

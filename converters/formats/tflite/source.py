@@ -12,18 +12,10 @@ from typing import Any
 import numpy as np
 
 from edgepack.converters.errors import SourceModelError
+from edgepack.converters.formats.base import InputInfo
 from edgepack.converters.tfenv import import_tensorflow
 
 SUPPORTED = ".keras, .h5/.hdf5, a SavedModel directory, .tflite, or an in-memory keras.Model"
-
-
-@dataclass
-class InputInfo:
-    """One input of the source model's serving signature."""
-
-    name: str
-    shape: tuple[int, ...]  # -1 for unknown dims
-    dtype: str
 
 
 @dataclass

@@ -1,0 +1,181 @@
+"""``convert``: a trained model → a validated bundle for a target. The policy lives here, written once for every
+format (hold-out split, validation gate, size budget, runtime compatibility, report and provenance); what differs
+by format sits behind :class:`~.formats.base.ModelFormatPlugin`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.runtimes.backends import registered_backends
+from edgepack.runtimes.errors import ConfigError
+from edgepack.runtimes.manifest import Postprocessing, PostprocessKind, Preprocessing
+from edgepack.runtimes.opcheck import OP_TABLES, unsupported_requirements
+from edgepack.runtimes.recipe import Recipe, get_recipe
+from edgepack.runtimes.target import Target, get_target
+
+from .artifact import ModelArtifact, build_artifact
+from .calibration import Calibration, collect, data_hash
+from .errors import ConversionError, ToleranceError
+from .formats.base import ModelFormatPlugin, Source, format_claiming, get_format
+from .package import ConvertedBundle, assemble
+from .validate import Thresholds, raise_if_failed
+
+_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def parse_size(size: int | str) -> int:
+    """``"4MB"`` → 4_000_000; ints pass through."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper().replace(" ", "")
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            try:
+                return int(float(text[: -len(unit)]) * _UNITS[unit])
+            except ValueError:
+                break
+    raise ConfigError(f"cannot read size {size!r}; write e.g. 4MB, 512KB or 2000000.")
+
+
+def convert(
+    model: Any,
+    calibration: Calibration | None = None,
+    *,
+    target: str | Path | Target = "x86",
+    recipe: str | Recipe | Sequence[str | Recipe] = "fp32",
+    format: str | None = None,
+    example_input: Any = None,
+    name: str | None = None,
+    labels: Sequence[str] | str | Path | None = None,
+    preprocessing: Preprocessing | None = None,
+    postprocessing: Postprocessing | None = None,
+    max_size: int | str | None = None,
+    thresholds: Thresholds | None = None,
+    progress: bool = True,
+) -> ConvertedBundle:
+    """Convert a trained model into a validated bundle for ``target`` (see :func:`edgepack.convert`)."""
+    tgt = get_target(target)
+    fmt_name = format if format is not None else format_claiming(model)
+    recs = [get_recipe(r, format=fmt_name).resolved_for(tgt.arch)
+            for r in (recipe if isinstance(recipe, (list, tuple)) else [recipe])]
+    if not recs:
+        raise ConfigError("recipe list is empty; name at least one recipe.")
+    for rec in recs:
+        if not tgt.allows(rec.precision):
+            raise ConfigError(f"target {tgt.name} does not run {rec.precision.value} models (it runs "
+                              f"{', '.join(p.value for p in tgt.precisions)}); pick one of those, or describe your "
+                              "board in a target JSON file (`edgepack targets --json` shows the form).")
+    label_list = _labels(labels)
+    sources: dict[str, Source] = {}
+    try:
+        artifacts: list[ModelArtifact] = []
+        figures: dict[str, Any] = {}
+        for rec in recs:
+            fmt = get_format(rec.format)
+            if rec.format not in sources:
+                sources[rec.format] = fmt.load_source(model, example_input=example_input)
+            source = sources[rec.format]
+            samples = _samples(fmt, source, rec, calibration, preprocessing=preprocessing, progress=progress)
+            # Hold back ~10 % of the samples: never seen by the calibrator, used to judge the result.
+            hold = 0 if len(samples) < 2 else max(1, min(len(samples) // 10, 64))
+            calib, held = samples[: len(samples) - hold], samples[len(samples) - hold :]
+            golden = held[0] if held else (samples[0] if samples else None)
+            artifact = build_artifact(fmt, source, rec, calibration=calib, held_back=held[1:], golden_sample=golden,
+                                      thresholds=thresholds)
+            if artifact.validation is not None:
+                raise_if_failed(artifact.validation, precision=rec.precision.value,
+                                hint=fmt.tolerance_hint(rec.precision))
+            _check_size(artifact, tgt, max_size)
+            compatibility = _runtime_compatibility(artifact, tgt)
+            if compatibility:
+                artifact.report["runtime_compatibility"] = compatibility
+            artifact.report["recipe"] = rec.to_json()
+            artifacts.append(artifact)
+            figures = {"calibration_samples": len(calib), "held_back_samples": len(held),
+                       "calibration_sha256": data_hash(samples) if samples else None}
+        first = sources[recs[0].format]
+        post = postprocessing or _default_postprocessing(label_list, artifacts[0].golden_outputs)
+        report = {"models": [a.report for a in artifacts], "source": {"kind": first.kind, "file": first.file_name},
+                  "calibration_samples": figures["calibration_samples"],
+                  "held_back_samples": figures["held_back_samples"]}
+        provenance = {"calibration_sha256": figures["calibration_sha256"],
+                      "calibration_samples": figures["calibration_samples"]}
+        for src in sources.values():
+            provenance.update(getattr(src, "provenance", {}) or {})
+        return assemble(
+            name=name or first.name, source=first, target=tgt, recipe=recs, artifacts=artifacts,
+            preprocessing=preprocessing, postprocessing=post, labels=label_list, provenance=provenance,
+            report=report,
+        )
+    finally:
+        for src in sources.values():
+            src.close()
+
+
+def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise ConfigError(f"labels file {path} does not exist; pass a list or a one-label-a-line file.")
+        return path.read_text(encoding="utf-8").splitlines()
+    return [str(x) for x in labels]
+
+
+def _samples(fmt: ModelFormatPlugin, source: Source, rec: Recipe, calibration: Calibration | None, *,
+             preprocessing: Preprocessing | None, progress: bool) -> list[list[np.ndarray]]:
+    """Calibration samples shaped for ``source``'s inputs (source-input order)."""
+    if calibration is None:
+        if rec.needs_calibration and fmt.can_validate(source):
+            raise ConversionError(f"recipe {rec.label} needs calibration data; pass calibration=...")
+        return []
+    shapes, dtypes = fmt.input_specs(source)
+    return collect(calibration, shapes=shapes or [(-1,)], dtypes=dtypes or ["float32"], preprocessing=preprocessing,
+                   limit=rec.calibration_samples, progress=progress)
+
+
+def _runtime_compatibility(artifact: ModelArtifact, target: Target) -> dict[str, str]:
+    """Check the model's op versions against every frozen runtime of the target that runs its format.
+
+    A runtime that cannot run the model is reported (and warned about); when it is the only runtime of the target
+    for this format, conversion fails, since the bundle could never run there.
+    """
+    backends = registered_backends()
+    runs_it = [r for r in target.runtimes if r in backends and artifact.format in backends[r].formats]
+    result = {}
+    for runtime in runs_it:
+        if runtime not in OP_TABLES:
+            continue
+        problems = unsupported_requirements(artifact.requires, runtime)
+        result[runtime] = "ok" if not problems else "cannot run: " + ", ".join(problems)
+        if not problems:
+            continue
+        if runs_it == [runtime]:
+            raise ConversionError(f"target {target.name} runs {artifact.format} only with {runtime}, which lacks "
+                                  f"{', '.join(problems)}; use fp32 or full-int8 for this target.")
+        warnings.warn(f"{runtime} on {target.name} cannot run this model ({', '.join(problems)}); "
+                      "it needs ai-edge-litert there.", stacklevel=3)
+    return result
+
+
+def _default_postprocessing(labels: list[str] | None, golden_outputs: Sequence[np.ndarray]) -> Postprocessing:
+    """Classification when labels are given; softmax unless the model already outputs probabilities."""
+    if not labels:
+        return Postprocessing(kind=PostprocessKind.RAW)
+    out = golden_outputs[0].reshape(golden_outputs[0].shape[0], -1) if golden_outputs else np.zeros((1, 0))
+    is_probability = bool(out.size) and bool(np.all(out >= 0)) and bool(np.allclose(out.sum(axis=1), 1, atol=1e-2))
+    return Postprocessing(kind=PostprocessKind.CLASSIFICATION, softmax=not is_probability)
+
+
+def _check_size(artifact: ModelArtifact, target: Target, max_size: int | str | None) -> None:
+    limit = parse_size(max_size) if max_size is not None else target.budgets.model_bytes
+    if limit is not None and len(artifact.data) > limit:
+        where = "max_size" if max_size is not None else f"{target.name} budget"
+        raise ToleranceError(f"the {artifact.precision} model is {len(artifact.data)} bytes, over the limit of "
+                             f"{limit} ({where}); use a smaller precision or prune.")

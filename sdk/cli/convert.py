@@ -1,0 +1,131 @@
+"""``edgepack convert``: a model in, a verified ``.epk`` bundle out (TensorFlow is imported only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepack.cli import options as cli_args
+from edgepack.runtimes.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgepack.runtimes.recipe import Recipe
+
+#: Options that only ONNX recipes understand (with several recipes they go to the ONNX ones).
+ONNX_ONLY = ("--exclude", "--calibration-method", "--float-first-layers")
+
+
+def register(sub: Any) -> None:
+    """Add the ``convert`` parser."""
+    c = sub.add_parser("convert", help="convert a model into a verified .epk bundle")
+    c.add_argument("model", help=".keras/.h5 file, SavedModel dir, .tflite or .onnx")
+    c.add_argument("-o", "--output", help="bundle path (default: <model name>.epk)")
+    c.add_argument("--target", default="x86",
+                   help="a target name (see `edgepack targets`: rpi4, rpi5, x86, ...) or a target JSON file")
+    c.add_argument("--recipe", default="fp32",
+                   help="fp32, fp16, dynamic-int8, full-int8, int16x8, qdq-int8, ...; a comma list makes one "
+                        "bundle with every variant (e.g. full-int8,qdq-int8: .tflite + .onnx)")
+    c.add_argument("--format", default=None,
+                   help="output model format (tflite, onnx, or a registered one: `edgepack formats`); applies to every "
+                        "recipe of the list (full-int8 → qdq-int8 for onnx)")
+    c.add_argument("--io-dtype", choices=("float32", "int8", "uint8"), default=None, help="full-int8 I/O dtype")
+    c.add_argument("--calibration", help="image folder or .npy array of samples")
+    c.add_argument("--limit", type=int, default=None, help="number of calibration samples")
+    c.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default=None,
+                   help="ONNX QDQ: how activation ranges are estimated (default minmax)")
+    c.add_argument("--exclude", type=cli_args.csv, default=None,
+                   help="ONNX int8: node names kept in float (names as `edgepack qdebug` prints them)")
+    c.add_argument("--float-first-layers", type=int, default=None, metavar="N",
+                   help="ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) in float")
+    c.add_argument("--labels", help="labels file, one class a line")
+    cli_args.add_preprocessing_args(c)
+    c.add_argument("--max-size", help="fail when the model is larger, e.g. 4MB")
+    c.add_argument("--name", help="bundle name")
+    c.set_defaults(handler=_convert)
+
+
+def recipes_from(args: argparse.Namespace) -> list[Recipe]:
+    """The recipes the options ask for, every name resolved with ``--format`` (or the model's own format: ``onnx``
+    for an .onnx model).
+
+    ``--io-dtype`` and ``--limit`` apply to every recipe, the ONNX-only options (:data:`ONNX_ONLY`) to the ONNX
+    recipes; given without any ONNX recipe they are an error, never ignored.
+
+    Raises:
+        ConfigError: An empty list, an unknown recipe, a recipe of another format than ``--format``, or ONNX-only
+            options without an ONNX recipe.
+    """
+    from edgepack.runtimes.recipe import CalibrationMethod, IODType, get_recipe
+
+    names = cli_args.csv(args.recipe)
+    if not names:
+        raise ConfigError("--recipe is empty; name at least one recipe (fp32, full-int8, qdq-int8, ...).")
+    from edgepack.converters.formats import format_claiming, get_format
+
+    if args.format:
+        get_format(args.format)  # an unknown name lists the registered formats
+    fmt = args.format or format_claiming(args.model)
+    recipes = [get_recipe(name, format=fmt) for name in names]
+    common: dict[str, Any] = {}
+    if args.io_dtype:
+        common["io_dtype"] = IODType(args.io_dtype)
+    if args.limit:
+        common["calibration_samples"] = args.limit
+    onnx: dict[str, Any] = {}
+    if args.calibration_method:
+        onnx["calibration_method"] = CalibrationMethod(args.calibration_method)
+    if args.float_first_layers is not None:
+        onnx["float_first_layers"] = args.float_first_layers
+    wants_onnx = bool(onnx or args.exclude)
+    if wants_onnx and not any(r.format == "onnx" for r in recipes):
+        raise ConfigError(f"{', '.join(ONNX_ONLY)} are for ONNX recipes and {', '.join(names)} makes none; "
+                          "add --format onnx or name an ONNX recipe (qdq-int8, ...).")
+    out = []
+    for r in recipes:
+        r = replace(r, **common)
+        if wants_onnx and r.format == "onnx":
+            r = replace(r, exclude=args.exclude or r.exclude, onnx=replace(r.options, **onnx) if onnx else r.onnx)
+        out.append(r)
+    return out
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from edgepack.api import convert
+    from edgepack.converters.calibration import ImageFolder
+    from edgepack.runtimes.target import get_target
+
+    target = get_target(args.target)  # a name or a JSON file; fails before any model is loaded
+    recipes = recipes_from(args)
+    calibration = None
+    if args.calibration:
+        cal = Path(args.calibration)
+        calibration = _load_npy(cal) if cal.suffix == ".npy" else ImageFolder(cal, limit=args.limit)
+    bundle = convert(args.model, calibration, target=target, recipe=recipes if len(recipes) > 1 else recipes[0],
+                     name=args.name, labels=args.labels, preprocessing=cli_args.preprocessing_from(args),
+                     max_size=args.max_size)
+    out = Path(args.output or f"{bundle.manifest.name}.epk")
+    bundle.save(out)
+    reports = list(bundle.report.get("models", []))
+    for k, m in enumerate(bundle.manifest.models):
+        val = (reports[k] if k < len(reports) else {}).get("validation") or {}
+        agreement = ", ".join(
+            f"{o['name']}: cos {o['cosine']:.5f} top1 {o['top1_agreement']}" for o in val.get("outputs", [])
+        )
+        print(f"{m.file}: {m.precision}, {m.bytes / 1e6:.3f} MB; vs source {agreement or 'n/a'}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    import numpy as np
+
+    from edgepack.converters.errors import CalibrationError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"cannot read {path} as a .npy array ({exc}).") from exc
