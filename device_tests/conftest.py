@@ -11,15 +11,14 @@ from typing import Any
 import pytest
 
 from edgepack.runtimes import Bundle, Session, load, read_bundle
-
-DEFAULT_DELEGATES = "gpu,nnapi,xnnpack,cpu"
+from edgepack.runtimes.ladder import DEFAULT_DELEGATES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("edgepack", "edgepack device tests")
     group.addoption("--bundle", required=True, help="path of the .epk bundle to test")
     group.addoption("--delegates", default=None,
-                    help=f"delegate ladder (default: the target's, else {DEFAULT_DELEGATES})")
+                    help=f"delegate ladder (default: the target's, else {','.join(DEFAULT_DELEGATES)})")
     group.addoption("--backend", default=None, help="force a runtime backend (litert, tflite-runtime, onnxruntime)")
     group.addoption("--threads", type=int, default=None, help="interpreter threads")
     group.addoption("--stability-runs", type=int, default=1000, help="runs of the stability test")
@@ -31,7 +30,7 @@ def _delegates(config: pytest.Config, bundle: Bundle) -> tuple[str, ...]:
     opt = config.getoption("--delegates")
     if opt:
         return tuple(d.strip() for d in opt.split(",") if d.strip())
-    return tuple((bundle.manifest.target.delegates if bundle.manifest.target else None) or DEFAULT_DELEGATES.split(","))
+    return tuple((bundle.manifest.target.delegates if bundle.manifest.target else None) or DEFAULT_DELEGATES)
 
 
 @pytest.fixture(scope="session")

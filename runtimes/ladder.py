@@ -20,6 +20,8 @@ from .tensors import dequantize
 log = logging.getLogger("edgepack.runtimes")
 
 #: Delegates that must really take part of the graph to count (else they are plain CPU in disguise).
+#: The ladder when neither the caller nor the bundle's target names one.
+DEFAULT_DELEGATES = ("gpu", "nnapi", "xnnpack", "cpu")
 ACCELERATORS = frozenset({"gpu", "nnapi", "xnnpack", "qnn", "coreml", "cuda", "tensorrt", "dml"})
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from .backends.base import Backend, Engine, get_backend, registered_backends
 from .bundle import Bundle, read_bundle
 from .errors import BackendUnavailableError, ConfigError, InputSpecError
-from .ladder import DelegateAttempt, climb
+from .ladder import DEFAULT_DELEGATES, DelegateAttempt, climb
 from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec
 from .postprocess import Classification, classify
 from .preprocess import preprocess
@@ -21,7 +21,6 @@ from .tensors import Inputs, as_input_list, check_shape, dequantize, to_model_dt
 
 #: Backends tried when neither the caller nor the bundle's target names one; ``tf-lite`` is last resort.
 DEFAULT_BACKEND_ORDER = ("litert", "onnxruntime", "tflite-runtime", "tf-lite")
-DEFAULT_DELEGATES = ("gpu", "nnapi", "xnnpack", "cpu")
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
         return [backend]
     preferred = list(manifest.target.runtimes) if manifest.target else []
     order = [b for b in preferred if b != "tf-lite"] + [b for b in DEFAULT_BACKEND_ORDER if b not in preferred]
-    return list(dict.fromkeys(order))
+    return list(dict.fromkeys([*order, *sorted(registered_backends())]))  # then any other registered backend
 
 
 def _choose(manifest: Manifest, backend: str | None) -> tuple[Backend, ModelEntry]:

@@ -49,7 +49,8 @@ class Target:
 
 
 #: Every precision runs on a CPU through LiteRT / ONNX Runtime (fastest first on a typical Arm core).
-_CPU_PRECISIONS = (Precision.FULL_INT8, Precision.FP32, Precision.FP16, Precision.DYNAMIC_INT8, Precision.INT16X8)
+_PREFERRED = (Precision.FULL_INT8, Precision.FP32, Precision.FP16)
+_CPU_PRECISIONS = (*_PREFERRED, *(p for p in Precision if p not in _PREFERRED))
 
 RPI4 = Target(
     name="rpi4", arch="aarch64", cores=4, runtimes=("litert", "tflite-runtime", "onnxruntime"),

@@ -45,8 +45,20 @@ def test_tflite_debugger_ranks_layers_and_verifies_suggestions(fashion_model_pat
     assert all(la.rmse_over_scale is not None and 0.1 < la.rmse_over_scale < 2 for la in convs)
     assert report.suggested_float == tuple(la.name for la in report.layers[:2])
     assert report.output_snr_db is not None and 20 < report.output_snr_db < 80
-    # keeping the two worst layers in float really helps: the suggestion comes with its measured effect
-    assert report.output_snr_db_kept_float is not None and report.output_snr_db_kept_float > report.output_snr_db
+    # the suggestion comes with its measured effect. Whether two layers in float beat all-int8 depends on the trained
+    # weights and the CPU's int8 kernels (41.91 vs 41.97 dB on one machine), so that is reported, not asserted;
+    # keeping every weighted layer in float must come close to the float model, on any CPU (55 vs 42 dB here).
+    assert report.output_snr_db_kept_float is not None
+    weighted = sum(la.op in ("CONV_2D", "FULLY_CONNECTED") for la in report.layers)
+    stem = debug_quantization(fashion_model_path, calibration[:60], preprocessing=FASHION_PREPROCESSING, limit=60,
+                              min_snr_db=100, max_suggested=weighted)
+    assert {la.op for la in stem.layers[:weighted]} == {"CONV_2D", "FULLY_CONNECTED"}  # int8 math is the worst
+    assert stem.output_snr_db_kept_float is not None and stem.output_snr_db is not None
+    assert stem.output_snr_db_kept_float > stem.output_snr_db + 6
+    every = debug_quantization(fashion_model_path, calibration[:20], preprocessing=FASHION_PREPROCESSING, limit=20,
+                               min_snr_db=1000, max_suggested=100)  # all layers: that is the float model
+    assert len(every.suggested_float) == len(every.layers) and every.output_snr_db_kept_float is None
+    assert any("float model" in note for note in every.notes)
     table = report.table(top=5)
     assert "| 1 |" in table and "CONV_2D" in table and "Keep in float" in table
     assert json.loads(json.dumps(report.to_json()))["layers"][0]["snr_db"] == report.layers[0].snr_db

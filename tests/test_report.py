@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,23 @@ def test_report_bad_input(bundle_factory, tmp_path: Path) -> None:
     (tmp_path / "empty" / "a").mkdir(parents=True)
     assert main(["report", str(bundle_factory("fp32")), "--data", str(tmp_path / "empty"), "-o",
                  str(tmp_path / "r")]) == 2
+
+
+#: Runs the CLI with matplotlib made unimportable, as on a machine without the ``dev`` extra.
+NO_MATPLOTLIB = ("import sys; sys.modules['matplotlib'] = None; from edgepack.cli import main; "
+                 "sys.exit(main(sys.argv[1:]))")
+
+
+def test_report_without_matplotlib_is_one_line_naming_the_extra(bundle_factory, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-c", NO_MATPLOTLIB, "report", str(bundle_factory("fp32")), "--data",
+                           "fashion-mnist:test", "--limit", "50", "-o", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ") and "matplotlib" in lines[0] and "pip install 'edgepack[dev]'" in lines[0]
+    assert not out.exists()  # raised before any work
 
 
 @pytest.mark.slow

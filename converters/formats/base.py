@@ -9,6 +9,7 @@ budgets, assembly) is written once in :mod:`edgepack.converters.convert` and :mo
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ class ModelFormatPlugin(ABC):
 
 
 _REGISTRY: dict[str, type[ModelFormatPlugin]] = {}
-_BUILTIN = ("tflite", "onnx")
+#: Listed first; every other sub-package of ``formats/`` is imported too (a new format = one folder).
+_FIRST = ("tflite", "onnx")
 
 
 def register_format(cls: type[ModelFormatPlugin]) -> type[ModelFormatPlugin]:
@@ -143,9 +145,12 @@ def unregister_format(name: str) -> None:
 
 def registered_formats() -> dict[str, type[ModelFormatPlugin]]:
     """Every registered output format by name, the built-in ones first."""
-    for name in _BUILTIN:
-        importlib.import_module(f"{__package__}.{name}")
-    return dict(_REGISTRY)
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__package__}.{info.name}")
+    first = [n for n in _FIRST if n in _REGISTRY]
+    return {n: _REGISTRY[n] for n in [*first, *(n for n in _REGISTRY if n not in first)]}
 
 
 def get_format(name: str) -> ModelFormatPlugin:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,7 +83,8 @@ class Backend(ABC):
 
 
 _REGISTRY: dict[str, type[Backend]] = {}
-_BACKEND_MODULES = ("litert", "tflite_runtime", "tf_lite", "onnxruntime")
+#: Modules of this package that hold no backend.
+_NOT_BACKENDS = frozenset({"base", "tflite_common"})
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
@@ -97,12 +99,10 @@ def unregister_backend(name: str) -> None:
 
 
 def _load_all() -> None:
-    for mod in _BACKEND_MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{mod}":
-                raise
+    """Import every module of this package once: each backend file registers itself (a new backend = one file)."""
+    for info in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        if info.name not in _NOT_BACKENDS:
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def registered_backends() -> dict[str, type[Backend]]:

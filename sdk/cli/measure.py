@@ -61,6 +61,8 @@ def register(sub: Any) -> None:
     q.add_argument("--data", required=True, help="calibration / debug data (see eval --data)")
     q.add_argument("--source", help="float model a bundle was made from")
     q.add_argument("--quantized", help="existing QDQ .onnx of an ONNX model (default: quantized here)")
+    q.add_argument("--recipe", default=None, help="how to quantize here (qdq-int8, full-int8, ...; default: a bundle's "
+                                                  "own recipe, else the format's int8 default for this host)")
     q.add_argument("--limit", type=int, default=100)
     q.add_argument("--min-snr", type=float, default=None, help="suggest float below this SNR in dB (default 25)")
     q.add_argument("--max-suggested", type=int, default=5)
@@ -139,7 +141,7 @@ def _qdebug(args: argparse.Namespace) -> int:
     from edgepack.measure.qdebug import DEFAULT_MIN_SNR_DB, debug_quantization
 
     report = debug_quantization(args.model, args.data, source=args.source, quantized=args.quantized,
-                                preprocessing=cli_args.preprocessing_from(args), limit=args.limit,
+                                recipe=args.recipe, preprocessing=cli_args.preprocessing_from(args), limit=args.limit,
                                 min_snr_db=DEFAULT_MIN_SNR_DB if args.min_snr is None else args.min_snr,
                                 max_suggested=args.max_suggested, verify=not args.no_verify)
     print(report.table(top=args.top))

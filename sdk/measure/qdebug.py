@@ -4,6 +4,8 @@ TFLite: ``tf.lite.experimental.QuantizationDebugger`` (per-op error of each quan
 inputs). ONNX: ``onnxruntime.quantization.qdq_loss_debug`` (activation and weight SNR, and float-vs-quantized
 drift at every tensor). Both give a ranked :class:`QuantDebugReport`; ``suggested_float`` lists the layers to
 exclude from quantization, and (with ``verify=True``) the output SNR with those layers kept in float is measured.
+Both quantize with the converters' own code and a real recipe (a bundle's own, or ``recipe=``), so what is
+analysed is what ``convert`` makes.
 
 >>> report = debug_quantization("fashion_cnn.keras", "fashion-mnist:train", limit=100)
 >>> print(report.table(top=10)); report.suggested_float
@@ -237,8 +239,7 @@ def _resolve(model: Any, source: Any, pre: Preprocessing | None, recipe: str | R
         if kind == "onnx" and not str(source).lower().endswith(".onnx"):
             raise QuantDebugError("an ONNX bundle is debugged against its float .onnx model; pass that as source=.")
         given = GivenModel(bundle.model_bytes(entry), "bundle") if kind == "onnx" else None
-        return _Plan(source, kind, bundle.manifest.preprocessing, bundle_recipe(entry),
-                     given, notes)
+        return _Plan(source, kind, bundle.manifest.preprocessing, bundle_recipe(entry), given, notes)
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".onnx"):
         if quantized is None:
             return _Plan(model, "onnx", pre, _recipe_for(recipe, "onnx"))
@@ -253,8 +254,7 @@ def _resolve(model: Any, source: Any, pre: Preprocessing | None, recipe: str | R
                                   "drop recipe=.")
         bundle = read_bundle(os.fspath(quantized))
         entry = bundle.manifest.model("onnx")
-        return _Plan(model, "onnx", pre, bundle_recipe(entry),
-                     GivenModel(bundle.model_bytes(entry), "bundle"))
+        return _Plan(model, "onnx", pre, bundle_recipe(entry), GivenModel(bundle.model_bytes(entry), "bundle"))
     if isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".tflite"):
         raise QuantDebugError("a .tflite file is already converted; pass the float source (.keras / SavedModel).")
     if quantized is not None:

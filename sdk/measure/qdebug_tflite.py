@@ -106,13 +106,18 @@ def debug_tflite(runner: Runner, samples: Sequence[np.ndarray], *, recipe: Recip
     ranked = rank(layers)
     suggested = suggest(ranked, min_snr_db=min_snr_db, max_layers=max_suggested)
     out_snr = kept = None
+    notes: tuple[str, ...] = ()
     if verify:
         reference = float_outputs(runner, samples)
         out_snr = output_snr(reference, _run_litert(full_model, samples))
-        if suggested:
+        if suggested and len(suggested) >= len(ranked):
+            # TFLite's debugger cannot build a model with every op denylisted (it raises ValueError): that model
+            # is the float model itself.
+            notes = ("every layer is suggested: keeping all of them in float is the float model; not re-measured",)
+        elif suggested:
             partial = _debugger(_converter(runner, samples, recipe), dataset, denylisted_nodes=list(suggested))
             with quiet_native_output():
                 kept_model = partial.get_nondebug_quantized_model()
             kept = output_snr(reference, _run_litert(kept_model, samples))
     return BackendResult(method=METHOD, samples=len(samples), layers=ranked, suggested_float=suggested,
-                         output_snr_db=out_snr, output_snr_db_kept_float=kept)
+                         output_snr_db=out_snr, output_snr_db_kept_float=kept, notes=notes)
