@@ -63,3 +63,9 @@ def bundle_factory(tmp_path_factory: pytest.TempPathFactory, fashion_model_path:
         return made[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def bundles(bundle_factory) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """Bundle A (fp32) and bundle B (full int8) of the real Fashion-MNIST CNN (store tests)."""
+    return bundle_factory("fp32"), bundle_factory("full-int8")
