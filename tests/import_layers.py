@@ -49,7 +49,8 @@ def main() -> int:
         tree = lay_out(Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(tree)}
         cache = ROOT / ".cache" / "import-linter"
-        return subprocess.run([str(lint), str(ROOT / "pyproject.toml"), "--cache-dir", str(cache)],
+        return subprocess.run([str(lint), "--config", str(ROOT / "pyproject.toml"), "--no-logo", "--cache-dir",
+                               str(cache)],
                               cwd=tmp, env=env, check=False).returncode
 
 

@@ -48,8 +48,9 @@ def test_import_layers_hold_and_a_violation_is_caught(tmp_path) -> None:  # type
     (tree / "edgepack" / "converters" / "sneaky.py").write_text("import edgepack.api\n", encoding="utf-8")
     (tree / "edgepack" / "runtimes" / "heavy.py").write_text("import tensorflow\n", encoding="utf-8")
     lint = Path(sys.executable).with_name("lint-imports")
-    done = subprocess.run([str(lint), str(import_layers.ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True, check=False)
+    done = subprocess.run([str(lint), "--config", str(import_layers.ROOT / "pyproject.toml"), "--no-cache"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                          check=False)
     assert done.returncode != 0
     assert "edgepack.converters.sneaky -> edgepack.api" in done.stdout
     assert "edgepack.runtimes.heavy -> tensorflow" in done.stdout
