@@ -58,7 +58,30 @@ def convert(
     thresholds: Thresholds | None = None,
     progress: bool = True,
 ) -> ConvertedBundle:
-    """Convert a trained model into a validated bundle for ``target`` (see :func:`edgepack.convert`)."""
+    """Convert a trained model into a validated bundle for ``target``.
+
+    Args:
+        model: ``.keras``/``.h5`` path, SavedModel directory, ``keras.Model``, an existing ``.tflite``, an
+            ``.onnx`` file or a ``torch.nn.Module`` (ONNX recipes).
+        calibration: representative data (numpy array, :class:`ImageFolder`, iterable); part of it is
+            held back to validate the converted model against the source.
+        target: device class (``rpi4``, ``rpi5``, ``android-phone``, ``arm64-board``, ``jetson``, ``x86``, any
+            registered one) or a target JSON file.
+        recipe: ``fp32``, ``fp16``, ``dynamic-int8``, ``full-int8``, ``int16x8``, ONNX ``qdq-int8``... or a
+            :class:`Recipe`; a list makes one bundle holding every variant (e.g. ``.tflite`` + ``.onnx``).
+        format: ``tflite``, ``onnx`` (or a registered format): maps a recipe name to that format
+            (``full-int8`` → ``qdq-int8``); default: the source's own format (``.onnx``, torch) else ``tflite``.
+        example_input: PyTorch sources only: an example input for ``torch.onnx.export``.
+        labels: class names (list or labels file).
+        preprocessing: how images become input tensors (saved in the bundle; used for calibration images).
+        postprocessing: how outputs become results (default: classification top-5 when labels are given).
+        max_size: fail when the model file is larger (``"4MB"``); the target's budget applies otherwise.
+        thresholds: minimum cosine / top-1 agreement with the source (defaults by precision).
+        progress: show progress bars.
+
+    Raises:
+        SourceModelError, CalibrationError, ConversionError, ToleranceError, ConfigError.
+    """
     tgt = get_target(target)
     fmt_name = format if format is not None else format_claiming(model)
     recs = [get_recipe(r, format=fmt_name).resolved_for(tgt.arch)

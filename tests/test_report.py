@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgepack.cli import main
-from edgepack.measure.report import ReportError, build_report, find_browser, screenshot
+from edgepack.measure.report import ReportError, build_report, find_browser
 from edgepack.runtimes import BundleError
 
 RECIPES = ("fp32", "fp16", "dynamic-int8", "full-int8", "int16x8")
@@ -53,11 +53,7 @@ def test_report_two_bundles(bundle_factory, fashion_model_path, tmp_path: Path) 
     doc = json.loads(files.json.read_text())
     assert doc["entries"][1]["bench"]["schema"] == "edgepack.bench/1"
     assert doc["entries"][1]["evaluation"]["agreement"][0]["cosine"] > 0.99
-    if find_browser() is None:
-        pytest.skip("no Chromium here: apt-get install chromium to check the rendered page")
-    shot = screenshot(files.html, tmp_path / "shot.png", width=1200, height=1600)
-    pixels = _png_pixels(shot)
-    assert pixels.shape[:2] == (1600, 1200) and float(pixels[..., :3].std()) > 0.05  # not a blank page
+    # The rendered page is screenshotted in the slow test below (it needs Chromium, a large apt package).
 
 
 def test_report_bad_input(bundle_factory, tmp_path: Path) -> None:
@@ -91,7 +87,7 @@ def test_report_without_matplotlib_is_one_line_naming_the_extra(bundle_factory, 
 def test_report_five_tflite_recipes_rendered(bundle_factory, fashion_model_path, tmp_path: Path, capsys) -> None:
     """The issue's 'done' check: the five TFLite recipes of the Fashion CNN → HTML with plots, screenshotted."""
     if find_browser() is None:
-        pytest.skip("no Chromium here: apt-get install chromium")
+        pytest.fail("this check renders the report in Chromium: apt-get install chromium, then run it again")
     paths = [str(bundle_factory(r)) for r in RECIPES]
     shot = tmp_path / "report.png"
     rc = main(["report", *paths, "--data", "fashion-mnist:test", "--limit", "1000", "--reference",

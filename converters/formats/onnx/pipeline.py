@@ -21,7 +21,6 @@ from edgepack.converters.formats.base import Description, ModelFormatPlugin, Sou
 from edgepack.converters.formats.onnx.inspect import summarize
 from edgepack.converters.formats.onnx.quantize import quantize
 from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
-from edgepack.converters.validate import Thresholds
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends.base import DELEGATE_ERRORS, Engine
 from edgepack.runtimes.backends.onnxruntime import GraphOptimization, OnnxRuntimeBackend, OrtEngine, OrtOptions
@@ -152,21 +151,7 @@ class OnnxFormat(ModelFormatPlugin):
         }
 
 
-def build_onnx(
-    source: OnnxSource,
-    recipe: Recipe,
-    *,
-    calibration: Sequence[Sequence[np.ndarray]],
-    held_back: Sequence[Sequence[np.ndarray]],
-    golden_sample: Sequence[np.ndarray] | None,
-    thresholds: Thresholds | None = None,
-) -> ModelArtifact:
-    """Quantize per ``recipe``, load in ONNX Runtime, validate against the source, and make golden data.
-
-    The artifact's ``validation`` lists failed rules; the caller raises on them (as for TFLite).
-
-    Raises:
-        ConfigError, CalibrationError, ConversionError.
-    """
-    return build_artifact(get_format("onnx"), source, recipe, calibration=calibration, held_back=held_back,
-                          golden_sample=golden_sample, thresholds=thresholds)
+def build_onnx(source: OnnxSource, recipe: Recipe, **options: Any) -> ModelArtifact:
+    """:func:`~edgepack.converters.artifact.build_artifact` in the onnx format (``calibration=``, ``held_back=``,
+    ``golden_sample=``, ``thresholds=``): export, load in the real runtime, validate, make golden data."""
+    return build_artifact(get_format("onnx"), source, recipe, **options)

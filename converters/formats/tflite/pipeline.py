@@ -14,7 +14,6 @@ from edgepack.converters.formats.base import Description, ModelFormatPlugin, Sou
 from edgepack.converters.formats.tflite.export import export_tflite
 from edgepack.converters.formats.tflite.inspect import summarize
 from edgepack.converters.formats.tflite.source import SourceModel, load_source
-from edgepack.converters.validate import Thresholds
 from edgepack.runtimes.backends import get_backend
 from edgepack.runtimes.backends.base import DELEGATE_ERRORS, Engine
 from edgepack.runtimes.backends.tflite_common import TFLiteEngine
@@ -110,15 +109,7 @@ class TFLiteFormat(ModelFormatPlugin):
         return getattr(source, "kind", None) != "tflite"  # packaged as it is: nothing to compare with
 
 
-def build_tflite(
-    source: SourceModel,
-    recipe: Recipe,
-    *,
-    calibration: Sequence[Sequence[np.ndarray]],
-    held_back: Sequence[Sequence[np.ndarray]],
-    golden_sample: Sequence[np.ndarray] | None,
-    thresholds: Thresholds | None = None,
-) -> ModelArtifact:
-    """Convert (or take as is), load in LiteRT, validate against the source, and make golden data."""
-    return build_artifact(get_format("tflite"), source, recipe, calibration=calibration, held_back=held_back,
-                          golden_sample=golden_sample, thresholds=thresholds)
+def build_tflite(source: SourceModel, recipe: Recipe, **options: Any) -> ModelArtifact:
+    """:func:`~edgepack.converters.artifact.build_artifact` in the tflite format (``calibration=``, ``held_back=``,
+    ``golden_sample=``, ``thresholds=``): export, load in the real runtime, validate, make golden data."""
+    return build_artifact(get_format("tflite"), source, recipe, **options)
