@@ -5,7 +5,7 @@ by format sits behind :class:`~.formats.base.ModelFormatPlugin`."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ from edgepack.runtimes.opcheck import OP_TABLES, unsupported_requirements
 from edgepack.runtimes.recipe import Recipe, get_recipe
 from edgepack.runtimes.target import Target, get_target
 
-from .artifact import ModelArtifact, build_artifact
-from .calibration import Calibration, collect, data_hash
+from .artifact import ModelArtifact, build_artifact, random_sample
+from .calibration import Calibration, collect, data_hash, resolve_shapes
 from .errors import ConversionError, ToleranceError
 from .formats.base import ModelFormatPlugin, Source, format_claiming, get_format
 from .package import ConvertedBundle, assemble
+from .preprocessing_guess import PreprocessingHint, resolve_preprocessing
 from .validate import Thresholds, raise_if_failed
 
 _UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
@@ -50,9 +51,10 @@ def convert(
     recipe: str | Recipe | Sequence[str | Recipe] = "fp32",
     format: str | None = None,
     example_input: Any = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     name: str | None = None,
     labels: Sequence[str] | str | Path | None = None,
-    preprocessing: Preprocessing | None = None,
+    preprocessing: Preprocessing | PreprocessingHint | None = None,
     postprocessing: Postprocessing | None = None,
     max_size: int | str | None = None,
     thresholds: Thresholds | None = None,
@@ -63,8 +65,9 @@ def convert(
     Args:
         model: ``.keras``/``.h5`` path, SavedModel directory, ``keras.Model``, an existing ``.tflite``, an
             ``.onnx`` file or a ``torch.nn.Module`` (ONNX recipes).
-        calibration: representative data (numpy array, :class:`ImageFolder`, iterable); part of it is
-            held back to validate the converted model against the source.
+        calibration: representative data (numpy array, ``{input name: array}`` with the sample index first,
+            :class:`ImageFolder`, iterable); part of it is held back to validate the converted model against the
+            source, and one held-back sample becomes the bundle's golden input.
         target: device class (``rpi4``, ``rpi5``, ``android-phone``, ``arm64-board``, ``jetson``, ``x86``, any
             registered one) or a target JSON file.
         recipe: ``fp32``, ``fp16``, ``dynamic-int8``, ``full-int8``, ``int16x8``, ONNX ``qdq-int8``... or a
@@ -72,8 +75,12 @@ def convert(
         format: ``tflite``, ``onnx`` (or a registered format): maps a recipe name to that format
             (``full-int8`` → ``qdq-int8``); default: the source's own format (``.onnx``, torch) else ``tflite``.
         example_input: PyTorch sources only: an example input for ``torch.onnx.export``.
+        input_shapes: ``{input name: shape}`` for inputs with dynamic dimensions: the shape of the random golden
+            input made when no calibration data is given (samples must fit it too). The model stays dynamic.
         labels: class names (list or labels file).
-        preprocessing: how images become input tensors (saved in the bundle; used for calibration images).
+        preprocessing: how images become input tensors (saved in the bundle; used for calibration images). Without
+            it (or with a :class:`PreprocessingHint`), an :class:`ImageFolder` takes size, colour and layout from
+            the model's fixed image input (``report["preprocessing_assumed"]`` says what was assumed).
         postprocessing: how outputs become results (default: classification top-5 when labels are given).
         max_size: fail when the model file is larger (``"4MB"``); the target's budget applies otherwise.
         thresholds: minimum cosine / top-1 agreement with the source (defaults by precision).
@@ -97,17 +104,21 @@ def convert(
     sources: dict[str, Source] = {}
     try:
         artifacts: list[ModelArtifact] = []
+        assumed: str | None = None
         figures: dict[str, Any] = {}
         for rec in recs:
             fmt = get_format(rec.format)
             if rec.format not in sources:
                 sources[rec.format] = fmt.load_source(model, example_input=example_input)
             source = sources[rec.format]
-            samples = _samples(fmt, source, rec, calibration, preprocessing=preprocessing, progress=progress)
+            if not isinstance(preprocessing, Preprocessing):  # take what the user left out from the model
+                preprocessing, assumed = resolve_preprocessing(*fmt.input_specs(source), preprocessing, calibration)
+            samples, golden = _samples(fmt, source, rec, calibration, input_shapes=input_shapes,
+                                       preprocessing=preprocessing, progress=progress)
             # Hold back ~10 % of the samples: never seen by the calibrator, used to judge the result.
             hold = 0 if len(samples) < 2 else max(1, min(len(samples) // 10, 64))
             calib, held = samples[: len(samples) - hold], samples[len(samples) - hold :]
-            golden = held[0] if held else (samples[0] if samples else None)
+            golden = held[0] if held else (samples[0] if samples else golden)
             artifact = build_artifact(fmt, source, rec, calibration=calib, held_back=held[1:], golden_sample=golden,
                                       thresholds=thresholds)
             if artifact.validation is not None:
@@ -126,6 +137,10 @@ def convert(
         report = {"models": [a.report for a in artifacts], "source": {"kind": first.kind, "file": first.file_name},
                   "calibration_samples": figures["calibration_samples"],
                   "held_back_samples": figures["held_back_samples"]}
+        if assumed:
+            report["preprocessing_assumed"] = assumed
+        if input_shapes:
+            report["input_shapes"] = {str(k): [int(d) for d in v] for k, v in input_shapes.items()}
         provenance = {"calibration_sha256": figures["calibration_sha256"],
                       "calibration_samples": figures["calibration_samples"]}
         for src in sources.values():
@@ -152,15 +167,23 @@ def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
 
 
 def _samples(fmt: ModelFormatPlugin, source: Source, rec: Recipe, calibration: Calibration | None, *,
-             preprocessing: Preprocessing | None, progress: bool) -> list[list[np.ndarray]]:
-    """Calibration samples shaped for ``source``'s inputs (source-input order)."""
+             input_shapes: Mapping[str, Sequence[int]] | None, preprocessing: Preprocessing | None,
+             progress: bool) -> tuple[list[list[np.ndarray]], list[np.ndarray] | None]:
+    """Calibration samples shaped for ``source``'s inputs (source-input order), and without them a random golden
+    input at the model's fixed dimensions and ``input_shapes`` (None when the format has no input specs)."""
+    shapes, dtypes = fmt.input_specs(source)
+    names = fmt.input_names(source)
+    if len(names) != len(shapes):
+        names = [f"input_{k}" for k in range(len(shapes))]
+    shapes = resolve_shapes(names, shapes, input_shapes)
     if calibration is None:
         if rec.needs_calibration and fmt.can_validate(source):
-            raise ConversionError(f"recipe {rec.label} needs calibration data; pass calibration=...")
-        return []
-    shapes, dtypes = fmt.input_specs(source)
-    return collect(calibration, shapes=shapes or [(-1,)], dtypes=dtypes or ["float32"], preprocessing=preprocessing,
-                   limit=rec.calibration_samples, progress=progress)
+            raise ConversionError(f"recipe {rec.label} needs calibration data; pass calibration=... (CLI: "
+                                  "--calibration: an image folder, a .npy array or a .npz of one array per input).")
+        return [], (random_sample(names, shapes, dtypes) if shapes else None)
+    samples = collect(calibration, shapes=shapes or [(-1,)], dtypes=dtypes or ["float32"],
+                      preprocessing=preprocessing, limit=rec.calibration_samples, progress=progress, names=names)
+    return samples, None
 
 
 def _runtime_compatibility(artifact: ModelArtifact, target: Target) -> dict[str, str]:
@@ -169,6 +192,11 @@ def _runtime_compatibility(artifact: ModelArtifact, target: Target) -> dict[str,
     A runtime that cannot run the model is reported (and warned about); when it is the only runtime of the target
     for this format, conversion fails, since the bundle could never run there.
     """
+    if artifact.requires_delegates and not set(artifact.requires_delegates) & set(target.delegates):
+        ops, needs = ", ".join(dict.fromkeys(artifact.requires.get("custom_ops") or [])), artifact.requires_delegates
+        raise ConversionError(f"the model's custom op(s) {ops} run only on {', '.join(needs)}, which target "
+                              f"{target.name} does not use ({', '.join(target.delegates)}); pick a target whose "
+                              "delegates include it, or a target JSON file that lists it.")
     backends = registered_backends()
     runs_it = [r for r in target.runtimes if r in backends and artifact.format in backends[r].formats]
     result = {}

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgepack.runtimes.bundle import npy_bytes, sha256_bytes, write_bundle
 from edgepack.runtimes.manifest import Manifest, ModelEntry, Postprocessing, Preprocessing, SourceInfo
-from edgepack.runtimes.recipe import Recipe
+from edgepack.runtimes.recipe import Precision, Recipe
 from edgepack.runtimes.target import Target
 from edgepack.runtimes.versions import EDGEPACK_VERSION, installed_versions
 
@@ -64,6 +64,17 @@ def _check_shared_golden_inputs(artifacts: Sequence[ModelArtifact]) -> None:
             )
 
 
+def model_stem(name: str) -> str:
+    """``name`` without a trailing precision (``x_full_int8`` / ``x-full-int8`` → ``x``): the model files add
+    their own, so a bundle converted from ``x_full_int8.tflite`` holds ``models/x_full_int8.tflite``."""
+    lowered = name.lower()
+    for value in sorted((p.value for p in Precision), key=len, reverse=True):
+        for suffix in {f"_{value}", f"-{value}", f"-{value.replace('_', '-')}", f"_{value.replace('_', '-')}"}:
+            if lowered.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)]
+    return name
+
+
 def assemble(
     *,
     name: str,
@@ -91,20 +102,21 @@ def assemble(
         golden_inputs.append(fname)
     _check_shared_golden_inputs(artifacts)
     entries = []
+    stem = model_stem(name)
     for art, recipe in zip(artifacts, recipes):
-        model_file = f"models/{name}_{art.precision}.{art.extension}"
+        model_file = f"models/{stem}_{art.precision}.{art.extension}"
         if model_file in files:
             raise ConversionError(f"two {art.format} models of precision {art.precision} in one bundle; keep one.")
         files[model_file] = art.data
         outs = []
         for k, arr in enumerate(art.golden_outputs):
-            fname = f"golden/{name}_{art.format}_{art.precision}_output_{k}.npy"
+            fname = f"golden/{stem}_{art.format}_{art.precision}_output_{k}.npy"
             files[fname] = npy_bytes(arr)
             outs.append(fname)
         entries.append(ModelEntry(
             file=model_file, format=art.format, sha256=sha256_bytes(art.data), bytes=len(art.data),
             precision=art.precision, inputs=art.inputs, outputs=art.outputs, golden=art.golden(outs),
-            requires=art.requires, recipe=recipe,
+            requires=art.requires, recipe=recipe, requires_delegates=art.requires_delegates,
         ))
     if labels:
         files["labels.txt"] = ("\n".join(labels) + "\n").encode("utf-8")

@@ -10,12 +10,23 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+from edgepack.runtimes.errors import MissingDependencyError
+
 
 def import_tensorflow() -> ModuleType:
-    """Import TensorFlow with its log noise turned down (DESIGN.md §6)."""
+    """Import TensorFlow with its log noise turned down (DESIGN.md §6).
+
+    Raises:
+        MissingDependencyError: TensorFlow is not installed (a device install); names ``edgepack[convert]``.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "tensorflow":
+            raise
+        raise MissingDependencyError.for_module("tensorflow", purpose="converting or reading Keras/TF models") from exc
 
     tf.get_logger().setLevel("ERROR")
     return tf

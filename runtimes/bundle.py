@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import BundleCorruptError, BundleError, BundleSchemaError, UnsafeBundleError
 from .fileio import AtomicWriter
-from .manifest import Manifest, ModelEntry
+from .manifest import Manifest, ModelEntry, check_golden_files
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20
@@ -185,10 +185,12 @@ def write_bundle(path: str | os.PathLike[str], manifest: Manifest, files: Mappin
 
     Raises:
         BundleError: a checksum in ``manifest.files`` is missing or wrong (nothing is written).
+        BundleSchemaError: two models share a golden output file (nothing is written).
         UnsafeBundleError: a file name is absolute or climbs out of the bundle.
         OSError: the file could not be written (no temp file is left).
     """
     p = Path(path)
+    check_golden_files(manifest)
     for name, data in files.items():
         check_entry_name(name)
         if manifest.files.get(name) != sha256_bytes(data):

@@ -47,6 +47,10 @@ class NoUsableDelegateError(BackendError):
     """Every delegate in the ladder failed to load or to match the golden outputs."""
 
 
+class DelegateRequiredError(NoUsableDelegateError):
+    """The model's custom ops exist only in delegates that are not in the ladder or not available here."""
+
+
 class InputSpecError(EdgepackError):
     """Inputs given to ``Session.run`` do not match the model's input spec."""
 
@@ -55,8 +59,34 @@ class ImageReadError(EdgepackError):
     """An image file or folder is missing, or a file is corrupt or not an image (``runtimes/images.py``)."""
 
 
-class OpenCVMissingError(EdgepackError):
-    """OpenCV (``cv2``), which reads image files, is not installed."""
+#: The pip extra that brings each optional top-level module (the one place this mapping lives).
+EXTRA_FOR_MODULE: dict[str, str] = {
+    "tensorflow": "convert", "keras": "convert", "onnx": "convert", "tf2onnx": "convert", "sympy": "convert",
+    "onnxruntime": "onnxruntime", "ai_edge_litert": "litert", "tflite_runtime": "tflite-runtime",
+    "PIL": "litert", "cv2": "camera", "torch": "torch", "onnxscript": "torch",
+    "pytest": "dev", "matplotlib": "dev", "skimage": "dev", "importlinter": "dev",
+}
+
+
+class MissingDependencyError(EdgepackError):
+    """An optional library this command needs is not installed; the message names the pip extra."""
+
+    def __init__(self, message: str, *, module: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+
+    @classmethod
+    def for_module(cls, module: str, *, purpose: str) -> MissingDependencyError:
+        """The error for a missing ``module`` (dotted names allowed), naming its extra from EXTRA_FOR_MODULE."""
+        root = module.split(".")[0]
+        extra = EXTRA_FOR_MODULE.get(root)
+        how = f"pip install 'edgepack[{extra}]'" if extra else f"pip install {root}"
+        return cls(f"{purpose} needs the Python module {root!r}, which is not installed here; "
+                   f"install it with `{how}`.", module=root)
+
+
+class OpenCVMissingError(MissingDependencyError):
+    """No image decoder is installed: neither Pillow (device extras) nor OpenCV (``cv2``)."""
 
 
 class ConfigError(EdgepackError):

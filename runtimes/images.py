@@ -1,11 +1,13 @@
-"""Image files: which files are images, listing a folder of them, reading one (OpenCV, BGR uint8).
+"""Image files: which files are images, listing a folder of them, reading one (BGR uint8).
 
 The one place edgepack reads image files (calibration folders, evaluation data, ``edgepack run``).
-OpenCV is imported only when an image is read, so the runtime imports without it.
+OpenCV when installed, else Pillow (the device extras' decoder, docs/device-install.md); either is imported
+only when an image is read, so the runtime imports without them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,20 +42,56 @@ def list_images(folder: str | os.PathLike[str], *, limit: int | None = None,
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as an ``HxWx3`` BGR uint8 array (OpenCV's colour order).
 
+    OpenCV decodes when it is installed; otherwise Pillow (in the device extras), with the same result:
+    EXIF orientation applied, alpha dropped, 16-bit scaled to 8 bits, grayscale repeated to three channels.
+
     Raises:
         ImageReadError: the file is missing, corrupt or not an image.
-        OpenCVMissingError: OpenCV is not installed.
+        OpenCVMissingError: neither OpenCV nor Pillow is installed.
     """
-    try:
-        import cv2
-    except ImportError as exc:
-        raise OpenCVMissingError(
-            "reading image files needs OpenCV: pip install 'edgepack[camera]' (opencv-python-headless)."
-        ) from exc
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"image {p} does not exist or is not a file; check the path.")
-    image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    decoder = image_decoder()
+    image = _read_cv2(p) if decoder == "opencv" else _read_pillow(p)
     if image is None:
         raise ImageReadError(f"cannot read image {p} (corrupt or not an image); remove or replace it.")
-    return np.asarray(image)
+    return image
+
+
+def image_decoder() -> str:
+    """``opencv`` or ``pillow``: what :func:`read_image` decodes with here (OpenCV first).
+
+    Raises:
+        OpenCVMissingError: neither is installed (names the extra that brings Pillow).
+    """
+    for name, module in (("opencv", "cv2"), ("pillow", "PIL")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        return name
+    raise OpenCVMissingError.for_module("PIL", purpose="reading image files (Pillow, or OpenCV)")
+
+
+def _read_cv2(path: Path) -> np.ndarray | None:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if image is None else np.asarray(image)
+
+
+def _read_pillow(path: Path) -> np.ndarray | None:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+            rgb = np.asarray(im.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"image {path} is too large to decode safely ({exc}); scale it down first.") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # what Pillow raises on a bad file
+        return None
+    return np.ascontiguousarray(rgb[:, :, ::-1])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends.base import DELEGATE_ERRORS, Backend, Engine
-from .errors import NoUsableDelegateError
+from .errors import DelegateRequiredError, NoUsableDelegateError
 from .manifest import ModelEntry, Tolerance
 from .tensors import dequantize
 
@@ -31,7 +31,9 @@ class DelegateAttempt:
 
     backend: str
     delegate: str
-    outcome: str  # "selected" | "load-failed" | "not-delegated" | "golden-mismatch" | "unsupported"
+    #: "selected" | "load-failed" | "not-delegated" | "golden-mismatch" | "unsupported" | "skipped" (the model needs
+    #: another delegate) | "absent" (not in this build of the library by design: not tried, not shown by explain())
+    outcome: str
     reason: str
     partitions: int | None = None
     max_abs_error: float | None = None
@@ -79,18 +81,31 @@ def climb(
 ) -> tuple[Engine, list[DelegateAttempt]]:
     """Open ``model`` on the first delegate that loads, really delegates, and matches golden outputs.
 
+    A model whose custom ops exist only in some delegates (``entry.requires_delegates``) is offered to those only.
+
     Raises:
+        DelegateRequiredError: the model needs a delegate that is not in ``delegates`` or did not load here.
         NoUsableDelegateError: none did; the message lists every attempt.
     """
     attempts: list[DelegateAttempt] = []
+    required = tuple(entry.requires_delegates)
+    absent = backend.absent_delegates()
 
     def record(attempt: DelegateAttempt) -> None:
         attempts.append(attempt)
         log.info("delegate %s", attempt)
 
     for name in delegates:
+        if required and name not in required:
+            record(DelegateAttempt(backend.name, name, "skipped", f"custom op(s) {_custom_ops(entry)} run only on "
+                                   f"{', '.join(required)} (proved at conversion)"))
+            continue
         if name not in backend.delegates:
             record(DelegateAttempt(backend.name, name, "unsupported", f"{backend.name} has no {name!r} delegate"))
+            continue
+        if name in absent:
+            attempts.append(DelegateAttempt(backend.name, name, "absent", absent[name]))
+            _debug_once(backend.name, name, absent[name])
             continue
         start = time.perf_counter()
         try:
@@ -126,8 +141,41 @@ def climb(
         record(DelegateAttempt(backend.name, name, "selected", why, partitions=parts, max_abs_error=err,
                                seconds=time.perf_counter() - start))
         return engine, attempts
+    if required:
+        raise _required_error(backend, entry, delegates, attempts)
     lines = "\n  ".join(str(a) for a in attempts) or "(no delegates were requested)"
     raise NoUsableDelegateError(
         f"no delegate of {backend.name} could run {entry.file} correctly; attempts:\n  {lines}\n"
         "add 'cpu' to the delegate list, or install a runtime version the bundle supports."
+    )
+
+
+_SEEN_ABSENT: set[tuple[str, str]] = set()
+
+
+def _debug_once(backend: str, delegate: str, why: str) -> None:
+    """Log a delegate absent from the library's build once per process, at DEBUG: it is how the build is made."""
+    if (backend, delegate) not in _SEEN_ABSENT:
+        _SEEN_ABSENT.add((backend, delegate))
+        log.debug("delegate %s/%s absent from this build: %s", backend, delegate, why)
+
+
+def _custom_ops(entry: ModelEntry) -> str:
+    ops = entry.requires.get("custom_ops") or []
+    return ", ".join(str(o) for o in ops) or "(unnamed)"
+
+
+def _required_error(backend: Backend, entry: ModelEntry, delegates: Sequence[str],
+                    attempts: Sequence[DelegateAttempt]) -> DelegateRequiredError:
+    """One line: which custom op needs which delegate, and why that delegate did not run here."""
+    required = entry.requires_delegates
+    tried = [a for a in attempts if a.delegate in required]
+    if tried:
+        why = "; ".join(f"{a.delegate} {a.outcome}: {a.reason.splitlines()[0] if a.reason else ''}" for a in tried)
+    else:
+        why = f"the ladder ({', '.join(delegates) or 'empty'}) does not include {' or '.join(required)}"
+    return DelegateRequiredError(
+        f"{entry.file} uses custom op(s) {_custom_ops(entry)} that only the {' / '.join(required)} delegate "
+        f"implements, and {backend.name} cannot use it here ({why}); add {required[0]} to the delegate list "
+        f"(--delegates / delegates=) on a runtime that has it."
     )

@@ -100,6 +100,9 @@ class ModelEntry:
     requires: dict[str, Any] = field(default_factory=dict)
     #: The recipe that made this model (every variant of a multi-format bundle has its own).
     recipe: Recipe | None = None
+    #: Delegates the model can run on at all, because its custom ops exist only there (proved at conversion by
+    #: loading it on each); empty: any delegate. The ladder offers no other delegate.
+    requires_delegates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,9 +183,11 @@ class Manifest:
         if schema != SCHEMA:
             raw = _migrate_v1(raw)
         try:
-            return from_json(cls, raw, where="manifest")
+            manifest = from_json(cls, raw, where="manifest")
         except ConfigError as exc:
             raise BundleSchemaError(f"invalid manifest.json: {exc}") from exc
+        check_golden_files(manifest)
+        return manifest
 
     @property
     def recipe(self) -> Recipe | None:
@@ -196,6 +201,24 @@ class Manifest:
                 return entry
         have = sorted({m.format for m in self.models})
         raise BundleSchemaError(f"bundle has no {fmt!r} model; it holds: {have}")
+
+
+def check_golden_files(manifest: Manifest) -> None:
+    """Refuse a manifest whose models share a golden output file: each model (format, precision, kernels) has
+    its own golden outputs, so one model would be checked against another's numbers.
+
+    Raises:
+        BundleSchemaError: two golden outputs (of one model or of two) name the same file.
+    """
+    owner: dict[str, str] = {}
+    for entry in manifest.models:
+        for k, name in enumerate(entry.golden.outputs):
+            if name in owner:
+                raise BundleSchemaError(
+                    f"golden output file {name!r} is used by {owner[name]} and by {entry.file} output {k}; every "
+                    "model needs its own golden outputs — re-export the bundle with this edgepack "
+                    "(golden/<name>_<format>_<precision>_output_<k>.npy).")
+            owner[name] = f"{entry.file} output {k}"
 
 
 def _migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Image pre-processing from the manifest's spec: numpy only, OpenCV when installed for resizing."""
+"""Image pre-processing from the manifest's spec: numpy, with OpenCV as the fast resize path when installed."""
 
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ def to_color(image: np.ndarray, *, source: ColorOrder, want: ColorOrder) -> np.n
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize with OpenCV (area when shrinking, linear when growing) or a numpy bilinear fallback."""
+    """Resize: area averaging along an axis that shrinks, bilinear along one that grows.
+
+    OpenCV (``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when growing) when it is installed, else the same
+    filters in numpy (:func:`resize_numpy`); the two agree to a grey level or so (``tests/test_device_install.py``).
+    """
     if image.shape[:2] == (height, width):
         return image
     if _HAS_CV2:
@@ -39,24 +43,58 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
         shrink = height < image.shape[0] or width < image.shape[1]
         out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return out if out.ndim == image.ndim else out[:, :, None]
-    return _bilinear(image, height, width)
+    return resize_numpy(image, height, width)
 
 
-def _bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    src = image.astype(np.float32)
-    ys = (np.arange(height, dtype=np.float32) + 0.5) * image.shape[0] / height - 0.5
-    xs = (np.arange(width, dtype=np.float32) + 0.5) * image.shape[1] / width - 0.5
-    y0 = np.clip(np.floor(ys).astype(int), 0, image.shape[0] - 1)
-    x0 = np.clip(np.floor(xs).astype(int), 0, image.shape[1] - 1)
-    y1, x1 = np.minimum(y0 + 1, image.shape[0] - 1), np.minimum(x0 + 1, image.shape[1] - 1)
-    wy = np.clip(ys - y0, 0, 1)[:, None]
-    wx = np.clip(xs - x0, 0, 1)[None, :]
-    if src.ndim == 3:
-        wy, wx = wy[..., None], wx[..., None]
-    top = src[y0][:, x0] * (1 - wx) + src[y0][:, x1] * wx
-    bottom = src[y1][:, x0] * (1 - wx) + src[y1][:, x1] * wx
-    out = top * (1 - wy) + bottom * wy
-    return np.clip(np.rint(out), 0, 255).astype(image.dtype) if image.dtype == np.uint8 else out
+def resize_numpy(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """:func:`resize` without OpenCV: OpenCV's filters per axis (area, bilinear, or its mixed-scale taps)."""
+    h, w = image.shape[:2]
+    mixed = (height < h) != (width < w) and height != h and width != w  # one axis shrinks, the other grows
+    out = _along(image.astype(np.float64), height, axis=0, mixed=mixed)
+    out = _along(out, width, axis=1, mixed=mixed)
+    return np.clip(np.rint(out), 0, 255).astype(image.dtype) if image.dtype == np.uint8 else out.astype(np.float32)
+
+
+def _along(x: np.ndarray, n_out: int, *, axis: int, mixed: bool) -> np.ndarray:
+    """Resample ``x`` to ``n_out`` samples along ``axis``: exact pixel-area averages when shrinking (from a
+    cumulative sum), else two taps per output (bilinear with half-pixel centres, or OpenCV's INTER_AREA taps)."""
+    n_in = x.shape[axis]
+    if n_out == n_in:
+        return x
+    if n_out < n_in and not mixed:
+        scale = n_in / n_out
+        edges = np.arange(n_out + 1, dtype=np.float64) * scale
+        idx = np.minimum(np.floor(edges).astype(int), n_in - 1)
+        frac = _shape(edges - idx, axis, x.ndim)
+        cum = np.concatenate([np.zeros_like(x.take([0], axis=axis)), np.cumsum(x, axis=axis)], axis=axis)
+        area = cum.take(idx, axis=axis) + frac * x.take(idx, axis=axis)
+        return np.diff(area, axis=axis) / scale
+    lo, hi, t = _mixed_taps(n_in, n_out) if mixed else _linear_taps(n_in, n_out)
+    t = _shape(t, axis, x.ndim)
+    return x.take(lo, axis=axis) * (1 - t) + x.take(hi, axis=axis) * t
+
+
+def _shape(v: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    return v.reshape([-1 if d == axis else 1 for d in range(ndim)])
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), np.clip(pos - lo, 0, 1)
+
+
+def _mixed_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's ``INTER_AREA`` taps when one axis grows and the other shrinks (two taps per output pixel)."""
+    inv_scale = n_out / n_in
+    scale = 1.0 / inv_scale  # OpenCV's arithmetic, so that ties fall the same way
+    dst = np.arange(n_out, dtype=np.float64)
+    lo = np.floor(dst * scale).astype(int)
+    frac = ((dst + 1) - (lo + 1) * inv_scale).astype(np.float32).astype(np.float64)
+    frac = np.where(frac <= 0, 0.0, frac - np.floor(frac))
+    frac = np.where(lo + 1 >= n_in, 0.0, frac)
+    lo = np.clip(lo, 0, n_in - 1)
+    return lo, np.minimum(lo + 1, n_in - 1), frac
 
 
 def fit(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:

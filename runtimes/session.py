@@ -77,7 +77,7 @@ class Session:
 
     def explain(self) -> str:
         """One line a person can read: where it runs and why the others were dropped."""
-        dropped = "; ".join(str(a) for a in self.fallback_log if a.outcome != "selected")
+        dropped = "; ".join(str(a) for a in self.fallback_log if a.outcome not in ("selected", "absent"))
         return (f"{self.backend} {self.backend_version} on {self.delegate} "
                 f"({self.delegated_partitions} delegated partition(s))" + (f"; dropped: {dropped}" if dropped else ""))
 

@@ -159,7 +159,10 @@ def test_unreadable_images_are_typed_errors(tmp_path: Path, monkeypatch) -> None
         list(ImageFolder(tmp_path))
     with pytest.raises(EvalDataError, match="cannot read image .*a.jpg"):
         list(ImageFolderData(tmp_path))
-    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed: Pillow decodes (same error)
+    with pytest.raises(ImageReadError, match="cannot read image .*a.jpg"):
+        read_image(bad)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # and no Pillow either
     with pytest.raises(OpenCVMissingError, match="pip install") as info:
         read_image(bad)
     assert isinstance(info.value, EdgepackError)

@@ -57,6 +57,8 @@ class Description:
     requires: dict[str, Any]
     report: dict[str, Any] = field(default_factory=dict)
     warning: str | None = None
+    #: The only delegates that run the model (its custom ops exist only there); empty: any.
+    delegates: tuple[str, ...] = ()
 
 
 class ModelFormatPlugin(ABC):
@@ -91,6 +93,10 @@ class ModelFormatPlugin(ABC):
     def input_specs(self, source: Source) -> tuple[list[tuple[int, ...]], list[str]]:
         """Shapes and dtypes calibration samples are fitted to, in source-input order."""
         return [i.shape for i in source.inputs], [i.dtype for i in source.inputs]
+
+    def input_names(self, source: Source) -> list[str]:
+        """Input names that calibration arrays and ``input_shapes`` refer to, in source-input order."""
+        return [i.name for i in source.inputs]
 
     @abstractmethod
     def export(self, source: Source, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]]

@@ -77,6 +77,11 @@ class Backend(ABC):
     def version(self) -> str:
         """Version string of the underlying library."""
 
+    def absent_delegates(self) -> dict[str, str]:
+        """Delegates this build of the library lacks by design (nothing to try, so not a failed attempt), each with
+        what to install to get it; none by default."""
+        return {}
+
     @abstractmethod
     def open(self, model: bytes, *, delegate: str, num_threads: int | None) -> Engine:
         """Load ``model`` on ``delegate``; raise one of :data:`DELEGATE_ERRORS` if it cannot be set up."""

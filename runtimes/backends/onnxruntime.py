@@ -277,6 +277,12 @@ class OnnxRuntimeBackend(Backend):
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         return so
 
+    def absent_delegates(self) -> dict[str, str]:
+        """Delegates none of whose providers is compiled into this onnxruntime (the PyPI wheel has CPU only)."""
+        have = set(available_providers())
+        return {d: f"this onnxruntime build has no {'/'.join(p)}; {_INSTALL_HINTS.get(d, 'install a build with it')}"
+                for d, p in PROVIDERS.items() if d != "cpu" and not have & set(p)}
+
     def open(self, model: bytes, *, delegate: str, num_threads: int | None) -> Engine:
         requested = providers_for(delegate)
         if self.cache_root is not None and delegate == "cpu":

@@ -33,7 +33,12 @@ def register(sub: Any) -> None:
                    help="output model format (tflite, onnx, or a registered one: `edgepack formats`); applies to every "
                         "recipe of the list (full-int8 → qdq-int8 for onnx)")
     c.add_argument("--io-dtype", choices=("float32", "int8", "uint8"), default=None, help="full-int8 I/O dtype")
-    c.add_argument("--calibration", help="image folder or .npy array of samples")
+    c.add_argument("--calibration",
+                   help="image folder, .npy array of samples (one-input models) or .npz with one array per input "
+                        "name (first axis = sample index)")
+    c.add_argument("--input-shape", action="append", default=None, metavar="NAME=1x3x320x320",
+                   help="shape of an input with dynamic dimensions, for the golden data made without samples "
+                        "(repeatable, one per input)")
     c.add_argument("--limit", type=int, default=None, help="number of calibration samples")
     c.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default=None,
                    help="ONNX QDQ: how activation ranges are estimated (default minmax)")
@@ -103,9 +108,13 @@ def _convert(args: argparse.Namespace) -> int:
     calibration = None
     if args.calibration:
         cal = Path(args.calibration)
-        calibration = _load_npy(cal) if cal.suffix == ".npy" else ImageFolder(cal, limit=args.limit)
+        if cal.suffix == ".npz":
+            calibration = _load_npz(cal)
+        else:
+            calibration = _load_npy(cal) if cal.suffix == ".npy" else ImageFolder(cal, limit=args.limit)
     bundle = convert(args.model, calibration, target=target, recipe=recipes if len(recipes) > 1 else recipes[0],
-                     name=args.name, labels=args.labels, preprocessing=cli_args.preprocessing_from(args),
+                     input_shapes=input_shapes(args.input_shape), name=args.name, labels=args.labels,
+                     preprocessing=cli_args.preprocessing_hint_from(args),
                      max_size=args.max_size)
     out = Path(args.output or f"{bundle.manifest.name}.epk")
     bundle.save(out)
@@ -116,8 +125,46 @@ def _convert(args: argparse.Namespace) -> int:
             f"{o['name']}: cos {o['cosine']:.5f} top1 {o['top1_agreement']}" for o in val.get("outputs", [])
         )
         print(f"{m.file}: {m.precision}, {m.bytes / 1e6:.3f} MB; vs source {agreement or 'n/a'}")
+    if bundle.report.get("preprocessing_assumed"):
+        print(bundle.report["preprocessing_assumed"])
     print(f"wrote {out}")
     return 0
+
+
+def input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``["images=1x3x320x320", ...]`` → ``{"images": (1, 3, 320, 320)}``; ``NAME=`` is a scalar.
+
+    Raises:
+        ConfigError: not ``NAME=DIMxDIM...`` with positive integers, or a name given twice.
+    """
+    if not specs:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, eq, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x")) if dims.strip() else ()
+        except ValueError:
+            shape = (0,)
+        if not eq or not name or any(d < 1 for d in shape):
+            raise ConfigError(f"--input-shape {spec!r}: write NAME=1x3x320x320 (the input's name, then its "
+                              "dimensions, positive integers joined by x).")
+        if name in shapes:
+            raise ConfigError(f"--input-shape gives {name!r} twice; give each input once.")
+        shapes[name] = shape
+    return shapes
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    from edgepack.converters.errors import CalibrationError
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"cannot read {path} as an .npz of arrays by input name ({exc}).") from exc
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -40,9 +40,11 @@ def add_preprocessing_args(p: argparse.ArgumentParser, *, title: str = "image pr
     """``--input-size --color --resize --layout --scale --mean --std`` (a :class:`Preprocessing` spec)."""
     g = p.add_argument_group(title)
     g.add_argument("--input-size", type=size, help="image models: HxW the images are resized to")
-    g.add_argument("--color", choices=("RGB", "BGR", "GRAY"), default="RGB")
+    g.add_argument("--color", choices=("RGB", "BGR", "GRAY"), default=None,
+                   help="channel order (default: RGB; convert: GRAY/RGB from a fixed 1/3-channel model input)")
     g.add_argument("--resize", choices=("stretch", "letterbox", "crop"), default="stretch")
-    g.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC")
+    g.add_argument("--layout", choices=("NHWC", "NCHW"), default=None,
+                   help="tensor layout (default: NHWC; convert: from a fixed model input)")
     g.add_argument("--scale", type=float, default=1 / 255)
     g.add_argument("--mean", type=floats, default=(0.0,))
     g.add_argument("--std", type=floats, default=(1.0,))
@@ -54,8 +56,21 @@ def preprocessing_from(args: argparse.Namespace) -> Any:
         return None
     from edgepack.runtimes.manifest import ColorOrder, Layout, Preprocessing, ResizeMode
 
-    return Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color),
-                         scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout))
+    return Preprocessing(size=args.input_size, resize=ResizeMode(args.resize), color=ColorOrder(args.color or "RGB"),
+                         scale=args.scale, mean=args.mean, std=args.std, layout=Layout(args.layout or "NHWC"))
+
+
+def preprocessing_hint_from(args: argparse.Namespace) -> Any:
+    """For ``convert``: the full :class:`Preprocessing` with ``--input-size``, else a ``PreprocessingHint`` (what
+    the options fix; size, colour and layout left out are taken from the model's image input)."""
+    if args.input_size:
+        return preprocessing_from(args)
+    from edgepack.converters.preprocessing_guess import PreprocessingHint
+    from edgepack.runtimes.manifest import ColorOrder, Layout, ResizeMode
+
+    return PreprocessingHint(color=ColorOrder(args.color) if args.color else None,
+                             layout=Layout(args.layout) if args.layout else None, resize=ResizeMode(args.resize),
+                             scale=args.scale, mean=args.mean, std=args.std)
 
 
 def add_runtime_args(p: argparse.ArgumentParser, *, threads: bool = True, purpose: str = "") -> None:

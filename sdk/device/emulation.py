@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from edgepack.device import rootfs as _rootfs
@@ -175,17 +175,24 @@ def run_emulated(info: RootfsInfo, args: Sequence[str], *, env: Mapping[str, str
                              "raise the timeout or use a smaller model") from exc
 
 
-def package_overlay(dest: Path, package_dirs: Mapping[str, str | os.PathLike[str]]) -> Path:
+def package_overlay(dest: Path, package_dirs: Mapping[str, str | os.PathLike[str]], *,
+                    copies: Collection[str] = ()) -> Path:
     """Makes ``dest`` a tree of symlinks laying out packages as setuptools' ``package-dir`` does.
 
     Put ``dest`` on the emulated ``PYTHONPATH`` to import a working tree whose packages live in other
-    dirs (``{"edgepack": "sdk", "edgepack.runtimes": "runtimes"}``); the host's editable install is
-    x86-only. A package with no mapped sub-package is one symlink, so new files show up at once.
+    dirs (``{"edgepack": "sdk", "edgepack.runtimes": "runtimes"}``) or an installed edgepack without the
+    rest of the host's site-packages (x86 numpy...). A package with no mapped sub-package is one symlink,
+    so new files show up at once; one named in ``copies`` is copied instead (a pytest suite: pytest puts the
+    first folder above a test package that has no ``__init__.py`` on ``sys.path``, and through a symlink
+    that could be the host's site-packages).
     """
     shutil.rmtree(dest, ignore_errors=True)
     for name in sorted(package_dirs, key=lambda n: -n.count(".")):  # sub-packages first
         src, target = Path(package_dirs[name]).resolve(), dest.joinpath(*name.split("."))
         target.parent.mkdir(parents=True, exist_ok=True)
+        if name in copies:
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+            continue
         if not any(other.startswith(f"{name}.") for other in package_dirs):
             target.symlink_to(src, target_is_directory=True)
             continue

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.errors import EdgepackError, MissingDependencyError
 
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
                "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new")
@@ -68,6 +68,8 @@ def _check_bundle(bundle: Path) -> Path:
 def run_local(bundle: Path, options: SuiteOptions, *, timeout: float = 1800) -> int:
     """Run the suite with this Python (output streams through); returns pytest's exit code."""
     path = _check_bundle(bundle)
+    if importlib.util.find_spec("pytest") is None:
+        raise MissingDependencyError.for_module("pytest", purpose="`edgepack device-test` (the suite runs in pytest)")
     cmd = [sys.executable, "-m", "pytest", str(suite_dir()), *options.args(str(path))]
     return subprocess.run(cmd, timeout=timeout, check=False).returncode
 
@@ -75,24 +77,41 @@ def run_local(bundle: Path, options: SuiteOptions, *, timeout: float = 1800) -> 
 def run_emulated_arm64(bundle: Path, options: SuiteOptions, *, cache: Path, cpu: str = "cortex-a72",
                        legacy_tflite: bool = False, timeout: float = 1800) -> int:
     """Run the suite under qemu in the cached arm64 userland (built on first use)."""
-    from edgepack.device.emulation import build_rootfs, package_overlay, run_emulated
+    from edgepack.device.emulation import build_rootfs, run_emulated
 
     path = _check_bundle(bundle)
     info = build_rootfs(cache, cpu=cpu, with_tflite_runtime=True, progress=lambda msg: print(msg, flush=True))
-    repo = suite_dir().parent
-    sdk_dir = Path(importlib.util.find_spec("edgepack").origin).parent  # type: ignore[union-attr,arg-type]
-    runtimes_dir = Path(importlib.util.find_spec("edgepack.runtimes").origin).parent  # type: ignore[union-attr,arg-type]
     with tempfile.TemporaryDirectory(prefix="edgepack-overlay-") as tmp:
-        overlay = package_overlay(Path(tmp) / "overlay", {
-            "edgepack": sdk_dir, "edgepack.runtimes": runtimes_dir, "edgepack.device_tests": suite_dir(),
-        })
-        args = ["-m", "pytest", str(suite_dir()), "--rootdir", str(repo), *options.args(str(path))]
+        overlay = emulated_overlay(Path(tmp) / "overlay")
+        suite = overlay / "edgepack" / "device_tests"
+        args = ["-m", "pytest", str(suite), "--rootdir", str(overlay), *options.args(str(path))]
         env = {"PYTHONPATH": str(overlay), "TF_CPP_MIN_LOG_LEVEL": "3"}
         print(f"emulated arm64 ({cpu}{', tflite-runtime 2.14 + numpy<2' if legacy_tflite else ''}): "
               f"pytest {' '.join(args[2:])}", flush=True)
-        proc = run_emulated(info, args, env=env, cwd=repo, timeout=timeout, legacy_tflite=legacy_tflite,
+        proc = run_emulated(info, args, env=env, cwd=tmp, timeout=timeout, legacy_tflite=legacy_tflite,
                             capture_output=False)
     return proc.returncode
+
+
+def emulated_overlay(dest: Path) -> Path:
+    """Lay out edgepack's own packages (sdk, runtimes, a copy of the suite) under ``dest`` for the emulated python.
+
+    Works for the editable checkout and an installed wheel alike: the emulated ``sys.path`` gets ``dest`` and the
+    rootfs's aarch64 site dir, never the folder edgepack is installed in (the host's x86 site-packages).
+    """
+    from edgepack.device.emulation import package_overlay
+
+    return package_overlay(dest, {
+        "edgepack": _package_dir("edgepack"), "edgepack.runtimes": _package_dir("edgepack.runtimes"),
+        "edgepack.device_tests": suite_dir(),
+    }, copies=("edgepack.device_tests",))
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise DeviceTestError(f"{name} is not installed; reinstall edgepack.")
+    return Path(spec.origin).parent
 
 
 def ssh_commands(target: str, bundle: Path, options: SuiteOptions, *, port: int | None = None,

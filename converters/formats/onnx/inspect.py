@@ -110,6 +110,21 @@ def input_infos(model: Any) -> list[InputInfo]:
     return infos
 
 
+def drop_initializer_inputs(model: Any) -> int:
+    """Remove graph inputs that are initializers (IR < 4 models list every weight as an input); returns how many.
+
+    They are not inputs anyone feeds, and at IR >= 4 an input with an initializer is an overridable input that
+    graph optimizers and quantizers must treat as a variable.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    keep = [v for v in model.graph.input if v.name not in inits]
+    dropped = len(model.graph.input) - len(keep)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+    return dropped
+
+
 def output_names(model: Any) -> list[str]:
     """Names of the graph outputs, in order."""
     return [o.name for o in model.graph.output]

@@ -19,6 +19,7 @@ from edgepack.converters.calibration import Calibration, collect
 from edgepack.converters.errors import ConversionError
 from edgepack.converters.formats.base import Description, ModelFormatPlugin, Source, get_format, register_format
 from edgepack.converters.formats.onnx.inspect import summarize
+from edgepack.converters.formats.onnx.prepare import SOURCE_OPSET_KEY
 from edgepack.converters.formats.onnx.quantize import quantize
 from edgepack.converters.formats.onnx.source import OnnxSource, load_onnx_source
 from edgepack.runtimes.backends import get_backend
@@ -51,9 +52,9 @@ def open_ort(data: bytes, *, level: GraphOptimization = GraphOptimization.ALL, n
 
 def calibration_samples(source: OnnxSource, calibration: Calibration, *, preprocessing: Preprocessing | None,
                         limit: int, progress: bool = False) -> list[list[np.ndarray]]:
-    """Calibration data (numpy, :class:`ImageFolder`, iterable) as batch-of-one samples for ``source``."""
+    """Calibration data (numpy, arrays by input name, :class:`ImageFolder`, iterable) as samples for ``source``."""
     return collect(calibration, shapes=[i.shape for i in source.inputs], dtypes=[i.dtype for i in source.inputs],
-                   preprocessing=preprocessing, limit=limit, progress=progress)
+                   preprocessing=preprocessing, limit=limit, progress=progress, names=[i.name for i in source.inputs])
 
 
 def median_latency_ms(data: bytes, inputs: list[np.ndarray], *, runs: int = LATENCY_RUNS) -> float:
@@ -105,7 +106,9 @@ class OnnxFormat(ModelFormatPlugin):
     def describe(self, data: bytes, engine: Engine) -> Description:
         import onnx
 
-        summary = summarize(onnx.load_from_string(data))
+        model = onnx.load_from_string(data)
+        summary = summarize(model)
+        source_opset = next((p.value for p in model.metadata_props if p.key == SOURCE_OPSET_KEY), None)
         version = get_backend("onnxruntime").version()
         warning = (f"ops from {summary.custom_domains} need an onnxruntime that registers them"
                    if summary.custom_domains else None)
@@ -113,7 +116,8 @@ class OnnxFormat(ModelFormatPlugin):
             precision=summary.precision,
             requires={"runtime": "onnxruntime", "opset": summary.opset, "domains": sorted(summary.opset),
                       "ir_version": summary.ir_version, "custom_domains": summary.custom_domains,
-                      "validated_with": f"onnxruntime {version}"},
+                      "validated_with": f"onnxruntime {version}",
+                      **({"source_opset": int(source_opset)} if source_opset else {})},
             report={"providers": list(getattr(engine, "providers", ())),
                     "node_assignment": getattr(engine, "node_assignment", {}), "opset": summary.opset,
                     "ops": summary.ops, "initializer_types": summary.initializer_types},

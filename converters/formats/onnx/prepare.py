@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepack.converters.errors import ConversionError
-from edgepack.converters.formats.onnx.inspect import name_nodes
+from edgepack.converters.errors import ConversionError, OnnxOpsetError
+from edgepack.converters.formats.onnx.inspect import drop_initializer_inputs, name_nodes
 from edgepack.runtimes.errors import ConfigError
 
 #: Ops that hold the weights of a layer; ``float_first_layers`` counts these.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: Metadata key of an upgraded model that records the opset of its source (read back by ``describe``).
+SOURCE_OPSET_KEY = "edgepack.source_opset"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,58 @@ def prepare_float(model: Any) -> PreparedModel:
         pre = onnx.load(str(dst))
     renamed = name_rewritten_nodes(original, pre)
     return PreparedModel(original=original, model=pre, notes=tuple(notes), named=named, renamed=renamed)
+
+
+def default_opset(model: Any) -> int:
+    """The ``ai.onnx`` opset a model imports (1 when it imports none)."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def upgrade_opset(model: Any, minimum: int) -> tuple[Any, int | None]:
+    """``model`` at ``ai.onnx`` opset ``minimum`` or newer: returns it unchanged with None, or an upgraded copy
+    (``onnx.version_converter``) with the opset it had. The copy keeps initializers out of its graph inputs (an
+    IR < 4 habit that, at the IR the new opset needs, would make weights overridable inputs), records the source
+    opset in its metadata (:func:`mark_source_opset`) and has at least the IR version that opset needs.
+
+    Raises:
+        OnnxOpsetError: the converter has no way to bring one of the model's ops to ``minimum``.
+    """
+    import onnx
+    from onnx import version_converter
+
+    have = default_opset(model)
+    if have >= minimum:
+        return model, None
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    drop_initializer_inputs(work)
+    work.ir_version = max(int(work.ir_version), 4)  # IR 4: initializers need not be graph inputs
+    try:
+        upgraded = version_converter.convert_version(work, minimum)
+    except (version_converter.ConvertError, RuntimeError, ValueError, IndexError,
+            onnx.checker.ValidationError) as exc:
+        raise OnnxOpsetError(f"this recipe needs ONNX opset {minimum} and the model is opset {have}, but "
+                             f"{_blocking_op(work, str(exc))} cannot be upgraded by onnx.version_converter; "
+                             f"re-export the model with opset >= {minimum}, or use an fp32/fp16 recipe.") from exc
+    ir = onnx.helper.find_min_ir_version_for(list(upgraded.opset_import), ignore_unknown=True)
+    upgraded.ir_version = max(int(upgraded.ir_version), int(ir))
+    mark_source_opset(upgraded, have)
+    return upgraded, have
+
+
+def mark_source_opset(model: Any, opset: int) -> None:
+    """Record in ``model``'s metadata that it was upgraded from ``opset`` (:data:`SOURCE_OPSET_KEY`)."""
+    import onnx
+
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        SOURCE_OPSET_KEY: str(opset)})
+
+
+def _blocking_op(model: Any, message: str) -> str:
+    """The op the converter's message names (its messages are not always well formatted), else the message."""
+    ops = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")}, key=len, reverse=True)
+    found = next((op for op in ops if op in message), None)
+    return f"op {found}" if found else f"an op ({' '.join(message.split())[:200]})"
 
 
 def preprocess(src: Path, dst: Path) -> list[str]:

@@ -18,7 +18,15 @@ import numpy as np
 from edgepack.converters.errors import CalibrationError, ConversionError
 from edgepack.converters.formats.base import InputInfo
 from edgepack.converters.formats.onnx.inspect import name_nodes, summarize
-from edgepack.converters.formats.onnx.prepare import PreparedModel, first_layers, prepare_float, resolve_exclude
+from edgepack.converters.formats.onnx.prepare import (
+    PreparedModel,
+    default_opset,
+    first_layers,
+    mark_source_opset,
+    prepare_float,
+    resolve_exclude,
+    upgrade_opset,
+)
 from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.recipe import CalibrationMethod, IODType, Precision, Recipe
 
@@ -91,7 +99,11 @@ def quantize(
         ConfigError: ``recipe.exclude`` names unknown or folded nodes (matched against the graph after
             ``quant_pre_process``, see :mod:`.onnx_prepare`), or ``float_first_layers`` is too many.
         CalibrationError: calibration samples missing or not shaped like the inputs.
+        OnnxOpsetError: the model's opset is too old for the recipe and cannot be upgraded.
         ConversionError: ONNX Runtime's quantization tools failed.
+
+    A model whose opset is older than the recipe needs (:func:`required_opset`) is upgraded first; the report's
+    ``opset_upgrade`` and the output's metadata record the original opset.
     """
     import onnx
 
@@ -113,6 +125,9 @@ def quantize(
         _check_exclude(work, recipe.exclude)
         out = _fp16(work, recipe, info)
     else:
+        model, upgraded_from = upgrade_opset(model, required_opset(recipe))
+        if upgraded_from is not None:
+            info["opset_upgrade"] = {"from": upgraded_from, "to": default_opset(model)}
         prepared = prepare_float(model)
         info.update(nodes_named=prepared.named, preprocess_notes=list(prepared.notes),
                     nodes_named_after_preprocess=prepared.renamed)
@@ -128,8 +143,16 @@ def quantize(
             else:
                 raise ConfigError(f"precision {p.value} is not available for ONNX")
             out = onnx.load(str(dst))
+        if upgraded_from is not None:
+            mark_source_opset(out, upgraded_from)
     info["seconds"] = round(time.perf_counter() - start, 3)
     return out, info
+
+
+def required_opset(recipe: Recipe) -> int:
+    """The ``ai.onnx`` opset an int8 recipe's output needs: 13 for per-channel scales (``DequantizeLinear``'s
+    ``axis``), else 11 (``DynamicQuantizeLinear``, QDQ fusions)."""
+    return 13 if recipe.per_channel else 11
 
 
 def _float_nodes(prepared: PreparedModel, recipe: Recipe, info: dict[str, Any]) -> list[str]:

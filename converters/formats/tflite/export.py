@@ -36,7 +36,8 @@ def configured_converter(source: SourceModel, recipe: Recipe, *,
         conv.target_spec.supported_types = [tf.float16]
     if recipe.needs_calibration:
         if not calibration:
-            raise ConversionError(f"{p.value} needs calibration data; pass calibration=... (100-500 samples).")
+            raise ConversionError(f"{p.value} needs calibration data (100-500 samples); pass --calibration DIR or .npy "
+                                  "(API: calibration=...).")
         names = [i.name for i in source.inputs]
 
         def representative() -> Any:

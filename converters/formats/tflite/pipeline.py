@@ -26,13 +26,50 @@ def open_litert(data: bytes, *, delegate: str = "xnnpack", num_threads: int | No
     try:
         engine = get_backend("litert").open(data, delegate=delegate, num_threads=num_threads)
     except DELEGATE_ERRORS as exc:
+        if any(not op.startswith("Flex") for op in summarize(data).custom_ops):  # Select-TF ops: the message below
+            custom_op_delegates(data)  # a custom op no delegate implements: one line naming it
         raise ConversionError(
-            f"the model does not load in ai-edge-litert ({type(exc).__name__}: {exc}); a model with custom or "
-            "Select-TF (Flex) ops needs a runtime that registers them — otherwise try another recipe."
+            f"the model does not load in ai-edge-litert on {delegate} ({type(exc).__name__}: {_one_line(exc)}); "
+            "a model with Select-TF (Flex) ops needs a runtime that registers them — otherwise try another recipe."
         ) from exc
     if not isinstance(engine, TFLiteEngine):
         raise ConversionError(f"the litert backend returned a {type(engine).__name__}, not a TFLite engine.")
     return engine
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def custom_op_delegates(data: bytes) -> tuple[tuple[str, ...], dict[str, str]]:
+    """For a model with custom ops: the ai-edge-litert delegates it prepares on (found by loading it on each), and
+    what happened on every delegate. The first is ``()`` (any delegate) when the plain CPU kernels implement them
+    (``TFLite_Detection_PostProcess`` is such a custom op: a delegate hands what it lacks back to the CPU).
+
+    Raises:
+        ConversionError: no delegate implements its custom ops (one line naming them).
+    """
+    ops = summarize(data).custom_ops
+    if not ops:
+        return (), {}
+    backend = get_backend("litert")
+    outcomes: dict[str, str] = {}
+    for name in backend.delegates:
+        try:
+            backend.open(data, delegate=name, num_threads=1).close()
+        except (OSError, AttributeError) as exc:  # the delegate's library is absent here: nothing proved
+            outcomes[name] = f"not available here ({_one_line(exc)[:120]})"
+        except (ValueError, RuntimeError) as exc:
+            outcomes[name] = f"failed to prepare ({_one_line(exc)[:160]})"
+        else:
+            outcomes[name] = "prepared"
+    prepared = tuple(n for n, o in outcomes.items() if o == "prepared")
+    if not prepared:
+        tried = "; ".join(f"{n}: {o.split(' (')[0]}" for n, o in outcomes.items())
+        raise ConversionError(f"custom op(s) {', '.join(dict.fromkeys(ops))} are implemented by no delegate of "
+                              f"ai-edge-litert ({tried}); edgepack cannot package this model — re-export it without "
+                              "them (e.g. with builtin ops only).")
+    return (() if "cpu" in prepared else prepared), outcomes
 
 
 def signature_order(engine: TFLiteEngine, source: SourceModel) -> tuple[list[int], list[str]]:
@@ -78,6 +115,15 @@ class TFLiteFormat(ModelFormatPlugin):
         finally:
             engine.close()
 
+    def input_names(self, source: Source) -> list[str]:
+        if not isinstance(source, SourceModel) or source.kind != "tflite":
+            return super().input_names(source)
+        engine = open_litert(source.tflite_bytes or b"")
+        try:
+            return [s.name for s in engine.inputs]
+        finally:
+            engine.close()
+
     def export(self, source: Source, recipe: Recipe, *, calibration: Sequence[Sequence[np.ndarray]]
                ) -> tuple[bytes, dict[str, Any]]:
         if not isinstance(source, SourceModel):
@@ -87,17 +133,27 @@ class TFLiteFormat(ModelFormatPlugin):
         return export_tflite(source, recipe, calibration=calibration), {}
 
     def open(self, data: bytes, *, reference: bool = False, num_threads: int | None = None) -> Engine:
-        return open_litert(data, delegate="cpu" if reference else "xnnpack", num_threads=num_threads)
+        delegate = "xnnpack"
+        if reference:  # plain kernels, unless custom ops exist only in a delegate (then the gap is 0)
+            needs, _ = custom_op_delegates(data)
+            delegate = needs[0] if needs else "cpu"
+        return open_litert(data, delegate=delegate, num_threads=num_threads)
 
     def describe(self, data: bytes, engine: Engine) -> Description:
         summary = summarize(data)
-        warning = (f"custom ops {list(summary.custom_ops)} need a runtime that registers them"
-                   if summary.custom_ops else None)
+        needs, outcomes = custom_op_delegates(data)
+        warning = None
+        if summary.custom_ops:
+            where = f"run only on {', '.join(needs)}" if needs else "run on the plain CPU kernels"
+            warning = (f"custom op(s) {list(dict.fromkeys(summary.custom_ops))} {where}: "
+                       + "; ".join(f"{n} {o}" for n, o in outcomes.items()))
         return Description(
             precision=summary.precision,
             requires={"runtime": "tflite", "ops": summary.ops, "custom_ops": list(summary.custom_ops)},
-            report={"xnnpack_partitions": engine.delegated_partitions, "tensor_types": summary.tensor_types},
+            report={"xnnpack_partitions": engine.delegated_partitions, "tensor_types": summary.tensor_types,
+                    **({"custom_op_delegates": outcomes} if outcomes else {})},
             warning=warning,
+            delegates=needs,
         )
 
     def io_order(self, engine: Engine, source: Source) -> tuple[list[int], list[str]]:
