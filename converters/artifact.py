@@ -14,7 +14,7 @@ from edgepack.runtimes.backends.base import Engine
 from edgepack.runtimes.bundle import MAX_FILE_BYTES
 from edgepack.runtimes.ladder import run_golden
 from edgepack.runtimes.manifest import Golden, TensorSpec, Tolerance
-from edgepack.runtimes.recipe import Recipe
+from edgepack.runtimes.recipe import Precision, Recipe
 from edgepack.runtimes.serde import to_json
 from edgepack.runtimes.tensors import to_model_dtype
 
@@ -80,6 +80,12 @@ def build_artifact(
     engine = fmt.open(data)
     try:
         described = fmt.describe(data, engine)
+        if recipe.precision is not Precision.FP32 and fmt.can_validate(source) \
+                and described.precision != recipe.precision.value:
+            raise ConversionError(
+                f"the {recipe.label} recipe quantized nothing: the {fmt.name} model came out {described.precision}, "
+                f"not {recipe.precision.value} (e.g. its weights sit inside If/Loop subgraphs the quantizer does not "
+                "enter); package it as fp32, or export the model without control flow.")
         in_order, out_names = fmt.io_order(engine, source)
         if golden_sample is None:
             golden_sample, in_order = _random_sample(engine), list(range(len(engine.inputs)))

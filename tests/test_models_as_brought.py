@@ -314,3 +314,4 @@ def test_keras_mobilenetv3_conversion_logs_are_captured(tmp_path: Path,
         np.testing.assert_allclose(got, want, atol=1e-4)
     finally:
         src.close()
+

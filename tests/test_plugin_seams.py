@@ -14,6 +14,7 @@ import pytest
 
 import edgepack as ep
 from edgepack.cli import main
+from edgepack.converters.errors import ConversionError
 from edgepack.converters.formats import (
     Description,
     InputInfo,
@@ -158,6 +159,19 @@ def test_convert_and_the_runtime_pick_up_a_registered_format_and_target(plugins:
 def test_target_precisions_are_enforced(plugins: None, model: Path) -> None:
     with pytest.raises(ConfigError, match=r"test-board does not run int16x8 .*fp32, fp16"):
         ep.convert(model, target="test-board", recipe="int16x8", progress=False)
+
+
+def test_a_recipe_the_format_did_not_apply_is_refused(plugins: None, model: Path) -> None:
+    """The silero-vad case, for any format: the recipe asked for fp16/int8 and the exported model is still fp32."""
+
+    class ForgetfulLinear(LinearFormat):
+        dtypes: ClassVar[dict[Precision, str]] = {Precision.FP32: "float32", Precision.FP16: "float32"}
+
+    register_format(ForgetfulLinear)
+    calib = np.random.default_rng(3).random((10, 6)).astype(np.float32)
+    with pytest.raises(ConversionError, match="fp16 recipe quantized nothing: the linear model came out fp32"):
+        ep.convert(model, calib, target="test-board", recipe="fp16", progress=False)
+    assert ep.convert(model, calib, target="test-board", recipe="fp32", progress=False).manifest.models
 
 
 def test_failed_lookups_list_what_is_registered(plugins: None) -> None:

@@ -34,8 +34,10 @@ def _as_tensors(torch: Any, example_input: Any) -> tuple[Any, ...]:
         elif isinstance(item, np.ndarray):
             out.append(torch.from_numpy(np.ascontiguousarray(item)))
         else:
-            raise SourceModelError(f"example_input[{i}] is a {type(item).__name__}; pass torch tensors or numpy "
-                                   "arrays shaped like one model input (a batch of 1 is fine).")
+            raise SourceModelError(
+                f"example_input[{i}] is a {type(item).__name__}: ONNX model inputs are tensors. Pass a tensor or "
+                "numpy array shaped like that input (a batch of 1 is fine), or, for a fixed Python argument, wrap "
+                f"the model: class Fixed(nn.Module): def forward(self, x): return model(x, {item!r}).")
     return tuple(out)
 
 

@@ -140,6 +140,13 @@ def _from_saved_model(path: Path, *, kind: str, name: str, sha: str) -> SourceMo
         loaded = tf.saved_model.load(str(path))
     except (OSError, ValueError, RuntimeError) as exc:
         raise SourceModelError(f"TensorFlow cannot load the SavedModel {path}: {exc}") from exc
+    except (AttributeError, TypeError, KeyError) as exc:  # objects of an older TensorFlow this one cannot restore
+        raise SourceModelError(
+            f"TensorFlow {tf.__version__} cannot restore the SavedModel {path.name} ({type(exc).__name__}: {exc}); "
+            "it was saved by an older TensorFlow with objects this one no longer has. Re-export it with a current "
+            "TensorFlow (tf.saved_model.save with a serving signature), or convert the .tflite / .onnx its authors "
+            "ship."
+        ) from exc
     signatures = dict(loaded.signatures)
     if "serving_default" not in signatures:
         raise SourceModelError(
