@@ -23,9 +23,6 @@ ROWS = [(m, r) for m in ZOO for r in m.recipes]
 REFUSED = {
     # custom ops no LiteRT delegate implements
     ("mp_face_landmark_with_attention", "fp32"): "Landmarks2TransformMatrix",
-    # saved by TF 2.4 with optimizer objects TF 2.21 cannot restore (TF1-style loading: not built, see issue note)
-    ("basic_pitch_savedmodel", "fp32"): "cannot restore the SavedModel",
-    ("basic_pitch_savedmodel", "dynamic-int8"): "cannot restore the SavedModel",
     # the weights sit in If subgraphs ORT's quantizer skips: a "qdq-int8" bundle would hold an fp32 model
     ("silero_vad_onnx", "qdq-int8"): "quantized nothing",
     # a TorchScript module taking a Python int (the sample rate): the error says how to wrap it

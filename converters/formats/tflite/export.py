@@ -26,7 +26,11 @@ def configured_converter(source: SourceModel, recipe: Recipe, *,
     tf = import_tensorflow()
     if source.saved_model_dir is None:
         raise ConversionError(f"{source.kind} source cannot be re-converted; it is packaged as it is.")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+    if source.tf1:  # a SavedModel TF2 cannot restore: the v1 converter reads its graph
+        conv = tf.compat.v1.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir),
+                                                                  signature_key="serving_default")
+    else:
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     p = recipe.precision
     if recipe.exclude:
         raise ConversionError("recipe.exclude is not supported for TFLite conversion; use an ONNX QDQ recipe.")
@@ -41,8 +45,8 @@ def configured_converter(source: SourceModel, recipe: Recipe, *,
         names = [i.name for i in source.inputs]
 
         def representative() -> Any:
-            for sample in calibration:
-                yield dict(zip(names, sample))
+            for sample in calibration:  # the v1 converter takes a list in input order, v2 a dict by name
+                yield list(sample) if source.tf1 else dict(zip(names, sample))
 
         conv.representative_dataset = representative
         if p is Precision.FULL_INT8:

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepack.converters.errors import SourceModelError
 from edgepack.converters.formats.base import InputInfo
-from edgepack.converters.tfenv import import_tensorflow
+from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
 
 SUPPORTED = ".keras, .h5/.hdf5, a SavedModel directory, .tflite, or an in-memory keras.Model"
 
@@ -31,8 +31,12 @@ class SourceModel:
     keras_model: Any = None
     inputs: list[InputInfo] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    #: Loaded with TensorFlow's TF1 SavedModel loader (a model TF2 can no longer restore): converted with the v1
+    #: converter, run in a graph session.
+    tf1: bool = False
     _fn: Any = None
     _tmp: Any = None
+    _session: Any = None
 
     def predict(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Run the serving signature on a batch; outputs by signature output name."""
@@ -44,7 +48,10 @@ class SourceModel:
         return {k: np.asarray(v) for k, v in out.items()}
 
     def close(self) -> None:
-        """Delete the temporary SavedModel export, if any."""
+        """Delete the temporary SavedModel export and close a TF1 session, if any."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -141,12 +148,7 @@ def _from_saved_model(path: Path, *, kind: str, name: str, sha: str) -> SourceMo
     except (OSError, ValueError, RuntimeError) as exc:
         raise SourceModelError(f"TensorFlow cannot load the SavedModel {path}: {exc}") from exc
     except (AttributeError, TypeError, KeyError) as exc:  # objects of an older TensorFlow this one cannot restore
-        raise SourceModelError(
-            f"TensorFlow {tf.__version__} cannot restore the SavedModel {path.name} ({type(exc).__name__}: {exc}); "
-            "it was saved by an older TensorFlow with objects this one no longer has. Re-export it with a current "
-            "TensorFlow (tf.saved_model.save with a serving signature), or convert the .tflite / .onnx its authors "
-            "ship."
-        ) from exc
+        return _from_tf1_saved_model(path, kind=kind, name=name, sha=sha, reason=f"{type(exc).__name__}: {exc}")
     signatures = dict(loaded.signatures)
     if "serving_default" not in signatures:
         raise SourceModelError(
@@ -165,4 +167,39 @@ def _from_saved_model(path: Path, *, kind: str, name: str, sha: str) -> SourceMo
                       inputs=inputs, output_names=outputs)
     src._fn = fn
     src._loaded = loaded  # type: ignore[attr-defined]  # keep the trackable alive
+    return src
+
+
+def _from_tf1_saved_model(path: Path, *, kind: str, name: str, sha: str, reason: str) -> SourceModel:
+    """A SavedModel TF2 cannot restore (saved by an older TensorFlow), loaded as a TF1 graph: its serving
+    signature runs in a session, and the v1 converter converts it (``SourceModel.tf1``)."""
+    tf = import_tensorflow()
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    try:
+        with graph.as_default(), quiet_native_output():
+            meta = tf.compat.v1.saved_model.loader.load(session, [tf.saved_model.SERVING], str(path))
+    except (OSError, ValueError, RuntimeError, KeyError, tf.errors.OpError) as exc:
+        session.close()
+        raise SourceModelError(
+            f"TensorFlow {tf.__version__} cannot restore the SavedModel {path.name} ({reason}), nor load it as a TF1 "
+            f"graph ({type(exc).__name__}: {exc}). Re-export it with a current TensorFlow (tf.saved_model.save with "
+            "a serving signature), or convert the .tflite / .onnx its authors ship."
+        ) from exc
+    sig = meta.signature_def.get("serving_default")
+    if sig is None:
+        session.close()
+        raise SourceModelError(f"SavedModel {path} has no 'serving_default' signature (it has "
+                               f"{sorted(meta.signature_def) or 'none'}); export it with a serving signature.")
+    inputs = [InputInfo(name=k, shape=tuple(-1 if d.size < 0 else int(d.size) for d in v.tensor_shape.dim),
+                        dtype=tf.dtypes.as_dtype(v.dtype).name) for k, v in sorted(sig.inputs.items())]
+    feeds = {k: v.name for k, v in sig.inputs.items()}
+    fetches = {k: sig.outputs[k].name for k in sorted(sig.outputs)}
+
+    def run(**kwargs: Any) -> dict[str, Any]:
+        return dict(session.run(fetches, {feeds[k]: np.asarray(x) for k, x in kwargs.items()}))
+
+    src = SourceModel(kind=kind, name=name, file_name=path.name, sha256=sha, saved_model_dir=path, inputs=inputs,
+                      output_names=list(fetches), tf1=True)
+    src._fn, src._session = run, session
     return src
