@@ -67,7 +67,7 @@ def test_onnx_quantize_and_run_are_quiet(work: Path) -> None:
     assert loud.returncode == 0 and "onnxruntime" in loud.stderr, loud.stderr
 
 
-def test_a_failing_command_shows_what_it_captured(work: Path) -> None:
+def test_a_refused_model_is_one_line_and_verbose_shows_what_was_captured(work: Path) -> None:
     from edgepack.examples.documents import ExampleModelMissingError
     from edgepack.examples.mediapipe import mediapipe_model_path
 
@@ -77,6 +77,9 @@ def test_a_failing_command_shows_what_it_captured(work: Path) -> None:
         pytest.fail(f"face_landmark_with_attention.tflite unavailable ({exc}); run `make models` first.")
     done = _edgepack("convert", str(model), "-o", "face.epk", cwd=work)
     lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and lines[-1].startswith("error: custom op(s) Landmarks2TransformMatrix")
-    assert lines[0].startswith("third-party output while the command ran")
-    assert "Created TensorFlow Lite XNNPACK delegate" in done.stderr
+    assert done.returncode == 2 and len(lines) == 1, done.stderr  # a user error: one line that says what to do
+    assert lines[0].startswith("error: custom op(s) Landmarks2TransformMatrix")
+    assert not (work / "face.epk").exists()
+    loud = _edgepack("-v", "convert", str(model), "-o", "face.epk", cwd=work)
+    assert loud.returncode == 2 and "Created TensorFlow Lite XNNPACK delegate" in loud.stderr, loud.stderr
+    assert loud.stderr.strip().splitlines()[-1] == lines[0]

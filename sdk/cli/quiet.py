@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from edgepack.runtimes.errors import EdgepackError
+
 #: Captured lines shown when a command fails (the last ones: where it went wrong).
 SHOWN_ON_FAILURE = 40
 
@@ -28,8 +30,10 @@ SHOWN_ON_FAILURE = 40
 def run_handler(args: argparse.Namespace) -> int:
     """Run the verb's handler; third-party output captured unless ``args.verbose``; returns its exit code.
 
-    When the handler raises or returns non-zero, the captured lines are written to stderr first (so the caller's
-    ``error: ...`` line stays the last one).
+    When the handler fails unexpectedly (any exception but a user error, or a non-zero exit code) the captured lines
+    are written to stderr first (so the caller's ``error: ...`` line stays the last one). A user error
+    (:class:`EdgepackError`: bad input, a model that cannot be converted) stays one line that says what to do;
+    ``edgepack -v`` shows the third-party output behind it.
     """
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,6 +45,9 @@ def run_handler(args: argparse.Namespace) -> int:
             rc = int(args.handler(args))
         ok = rc == 0
         return rc
+    except EdgepackError:
+        ok = True  # the one-line error is the whole story
+        raise
     finally:
         if not ok and lines:
             shown = lines[-SHOWN_ON_FAILURE:]
