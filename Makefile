@@ -127,3 +127,9 @@ lint-imports: setup
 
 clean:
 	rm -rf .cache fashion_cnn.epk
+
+# Coverage-guided fuzzing of bundle and manifest parsing (tests/fuzz_bundle.py; make test runs 20 s of it).
+# The corpus grows in .cache/fuzz/corpus; inputs that end in anything but an EdgepackError land in .cache/fuzz/crashes.
+.PHONY: fuzz
+fuzz: setup
+	$(BIN)/python tests/fuzz_bundle.py -max_total_time=$${FUZZ_SECONDS:-600} -rss_limit_mb=1024 .cache/fuzz/corpus

@@ -23,6 +23,7 @@ from .calibration import Calibration, collect, data_hash, resolve_shapes
 from .errors import ConversionError, ToleranceError
 from .formats.base import ModelFormatPlugin, Source, format_claiming, get_format
 from .package import ConvertedBundle, assemble
+from .preprocessing_check import check_preprocessing
 from .preprocessing_guess import PreprocessingHint, resolve_preprocessing
 from .validate import Thresholds, raise_if_failed
 
@@ -113,6 +114,8 @@ def convert(
             source = sources[rec.format]
             if not isinstance(preprocessing, Preprocessing):  # take what the user left out from the model
                 preprocessing, assumed = resolve_preprocessing(*fmt.input_specs(source), preprocessing, calibration)
+            if isinstance(preprocessing, Preprocessing):  # before anything is converted or written
+                check_preprocessing(preprocessing, fmt.input_specs(source)[0])
             samples, golden = _samples(fmt, source, rec, calibration, input_shapes=input_shapes,
                                        preprocessing=preprocessing, progress=progress)
             # Hold back ~10 % of the samples: never seen by the calibrator, used to judge the result.
@@ -162,7 +165,13 @@ def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:
         path = Path(labels)
         if not path.is_file():
             raise ConfigError(f"labels file {path} does not exist; pass a list or a one-label-a-line file.")
-        return path.read_text(encoding="utf-8").splitlines()
+        try:
+            return path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                              "as UTF-8, one label a line.") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read labels file {path} ({exc.strerror or exc}).") from exc
     return [str(x) for x in labels]
 
 

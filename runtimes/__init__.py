@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .bench_process import benchmark_isolated
 from .benchmark import BenchmarkError, BenchResult, LatencyStats, benchmark, interleaved
-from .bundle import Bundle, read_bundle
+from .bundle import DEFAULT_LIMITS, Bundle, BundleLimits, read_bundle
 from .errors import (
     BackendError,
     BackendNotFoundError,
@@ -19,6 +19,7 @@ from .errors import (
     BundleRejectedError,
     BundleSchemaError,
     ConfigError,
+    DowngradeError,
     EdgepackError,
     InputSpecError,
     ModelLoadError,
@@ -27,6 +28,7 @@ from .errors import (
     StoreBusyError,
     StoreEmptyError,
     StoreError,
+    StoreNotFoundError,
     StoreNotWritableError,
     StoreStateError,
     UnsafeBundleError,
@@ -34,9 +36,11 @@ from .errors import (
 from .ladder import DelegateAttempt
 from .manifest import Manifest
 from .session import Prediction, Session, load
+from .signing import SignatureInfo, TrustStore, verify_bundle
 from .store import BundleStore, SlotInfo, StoreStatus
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "BackendError",
     "BackendNotFoundError",
     "BackendUnavailableError",
@@ -45,11 +49,13 @@ __all__ = [
     "Bundle",
     "BundleCorruptError",
     "BundleError",
+    "BundleLimits",
     "BundleRejectedError",
     "BundleSchemaError",
     "BundleStore",
     "ConfigError",
     "DelegateAttempt",
+    "DowngradeError",
     "EdgepackError",
     "InputSpecError",
     "LatencyStats",
@@ -59,17 +65,21 @@ __all__ = [
     "Prediction",
     "SelfTestFailedError",
     "Session",
+    "SignatureInfo",
     "SlotInfo",
     "StoreBusyError",
     "StoreEmptyError",
     "StoreError",
+    "StoreNotFoundError",
     "StoreNotWritableError",
     "StoreStateError",
     "StoreStatus",
+    "TrustStore",
     "UnsafeBundleError",
     "benchmark",
     "benchmark_isolated",
     "interleaved",
     "load",
     "read_bundle",
+    "verify_bundle",
 ]

@@ -64,7 +64,8 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "tensorflow": "convert", "keras": "convert", "onnx": "convert", "tf2onnx": "convert", "sympy": "convert",
     "onnxruntime": "onnxruntime", "ai_edge_litert": "litert", "tflite_runtime": "tflite-runtime",
     "PIL": "litert", "cv2": "camera", "torch": "torch", "onnxscript": "torch",
-    "pytest": "dev", "matplotlib": "dev", "skimage": "dev", "importlinter": "dev",
+    "pytest": "dev", "matplotlib": "dev", "skimage": "dev", "importlinter": "dev", "hypothesis": "dev",
+    "cryptography": "litert",
 }
 
 
@@ -121,9 +122,53 @@ class SelfTestFailedError(BundleRejectedError):
     """A bundle verified but did not reproduce its golden outputs on any delegate of this device."""
 
 
+class DowngradeError(BundleRejectedError):
+    """The bundle's version is older than the one this store has installed under its name (``allow_downgrade``)."""
+
+
+class StoreNotFoundError(StoreError):
+    """The directory given as a bundle store does not exist or is not a store (no ``state.json``, no ``slots/``)."""
+
+
 class UnsupportedOpsetError(ModelLoadError):
     """The model's opset (per domain) is newer than the installed runtime supports."""
 
 
 class UnsupportedOperatorError(ModelLoadError):
     """The model uses an operator (often from a custom domain) that the installed runtime lacks."""
+
+
+class BundleSignatureError(BundleError):
+    """A trust store is configured and the bundle's signature does not satisfy it (``runtimes/signing.py``)."""
+
+
+class UnsignedBundleError(BundleSignatureError):
+    """The bundle has no ``signature.json`` (or none of its signatures is readable)."""
+
+
+class UntrustedKeyError(BundleSignatureError):
+    """The bundle is signed, but by no key of the trust store."""
+
+
+class RevokedKeyError(BundleSignatureError):
+    """The bundle is signed only by keys listed as revoked in the trust store."""
+
+
+class BadSignatureError(BundleSignatureError):
+    """A trusted key's signature does not match: the manifest or a file changed after signing (tampered)."""
+
+
+class TrustStoreError(ConfigError):
+    """The trust-store folder is missing, holds no usable key, or a ``.pub`` / ``revoked.txt`` is malformed."""
+
+
+class SigningKeyError(ConfigError):
+    """A signing key file is missing, unreadable, not an Ed25519 key, or would overwrite an existing key."""
+
+
+class BundleUnreadableError(BundleError):
+    """The bundle path exists but cannot be read: permissions, a pipe or device instead of a file, an I/O error."""
+
+
+class BundleTooLargeError(UnsafeBundleError):
+    """An entry, or the whole bundle, decompresses past a cap of :class:`~edgepack.runtimes.bundle.BundleLimits`."""

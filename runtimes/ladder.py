@@ -146,8 +146,23 @@ def climb(
     lines = "\n  ".join(str(a) for a in attempts) or "(no delegates were requested)"
     raise NoUsableDelegateError(
         f"no delegate of {backend.name} could run {entry.file} correctly; attempts:\n  {lines}\n"
-        "add 'cpu' to the delegate list, or install a runtime version the bundle supports."
+        f"{_advice(backend, attempts)}"
     )
+
+
+def _advice(backend: Backend, attempts: Sequence[DelegateAttempt]) -> str:
+    """What to do next, according to what was tried: 'add cpu' only when the CPU was not tried."""
+    cpu = next((a for a in attempts if a.delegate == "cpu" and a.outcome not in ("unsupported", "absent")), None)
+    if cpu is None:
+        if "cpu" in backend.delegates:
+            return "add 'cpu' to the delegate list (--delegates / delegates=) to run on the CPU."
+        return f"use a delegate {backend.name} has here ({', '.join(backend.delegates)})."
+    if cpu.outcome == "golden-mismatch":
+        return ("even the CPU gives outputs beyond the bundle's tolerance: this runtime computes differently from "
+                "the one that made the bundle; install the runtime version the bundle records (`edgepack inspect`) "
+                "or re-export the bundle with this one.")
+    return ("the model does not load even on the CPU: install a runtime version the bundle supports "
+            "(`edgepack inspect` lists its ops and opset) or re-export the bundle for this runtime.")
 
 
 _SEEN_ABSENT: set[tuple[str, str]] = set()

@@ -121,6 +121,19 @@ class Preprocessing:
     layout: Layout = Layout.NHWC
     dtype: str = "float32"
 
+    def __post_init__(self) -> None:
+        """Refuse a spec that would divide by zero or poison every input with NaN/inf.
+
+        Raises:
+            ConfigError: a ``std`` of 0 or a non-finite ``scale``/``mean``/``std`` value.
+        """
+        finite = float("inf")  # abs(x) < inf is False for inf and NaN alike
+        if any(not abs(v) < finite or v == 0 for v in self.std):
+            raise ConfigError(f"preprocessing std {list(self.std)} has a 0 or non-finite value: (x - mean) / std "
+                              "would be inf/NaN; use 1 where no division is meant (--std).")
+        if any(not abs(v) < finite for v in (self.scale, *self.mean)):
+            raise ConfigError(f"preprocessing scale {self.scale} / mean {list(self.mean)} must be finite numbers.")
+
 
 @dataclass(frozen=True)
 class Postprocessing:
@@ -131,6 +144,21 @@ class Postprocessing:
     softmax: bool = False
     score_threshold: float | None = None
     nms_iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError: ``top_k`` below 1 (a classifier must report at least one class)."""
+        check_top_k(self.top_k, where="postprocessing top_k")
+
+
+def check_top_k(top_k: object, *, where: str = "top_k") -> int:
+    """``top_k`` as a positive int.
+
+    Raises:
+        ConfigError: not an int, or below 1.
+    """
+    if isinstance(top_k, bool) or not hasattr(type(top_k), "__index__") or top_k < 1:  # type: ignore[operator]
+        raise ConfigError(f"{where} must be a whole number of at least 1, got {top_k!r}.")
+    return int(top_k)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .manifest import Postprocessing
+from .manifest import Postprocessing, check_top_k
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def classify(
     scores: np.ndarray, spec: Postprocessing, labels: Sequence[str], *, top_k: int | None = None
 ) -> list[Classification]:
-    """Top-k classes of the first batch item, with labels and (optionally softmaxed) scores."""
+    """Top-k classes of the first batch item, with labels and (optionally softmaxed) scores.
+
+    Raises:
+        ConfigError: ``top_k`` below 1.
+    """
     row = np.asarray(scores, dtype=np.float32).reshape(scores.shape[0] if scores.ndim > 1 else 1, -1)[0]
     if spec.softmax:
         row = softmax(row)
-    k = min(top_k or spec.top_k, row.size)
+    k = min(spec.top_k if top_k is None else check_top_k(top_k), row.size)
     order = np.argsort(-row, kind="stable")[:k]
     return [
         Classification(index=int(i), label=labels[i] if i < len(labels) else str(int(i)), score=float(row[i]))

@@ -47,12 +47,45 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_numpy(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """:func:`resize` without OpenCV: OpenCV's filters per axis (area, bilinear, or its mixed-scale taps)."""
+    """:func:`resize` without OpenCV: OpenCV's filters per axis (area, bilinear, or its mixed-scale taps).
+
+    Works in bands of output rows, so only the input rows a band reads are ever float64 (a big frame costs about
+    ``_BAND_BYTES`` of working memory, not eight times its size).
+    """
     h, w = image.shape[:2]
     mixed = (height < h) != (width < w) and height != h and width != w  # one axis shrinks, the other grows
-    out = _along(image.astype(np.float64), height, axis=0, mixed=mixed)
-    out = _along(out, width, axis=1, mixed=mixed)
+    per_row = 16 * max(1, image[0].size) * max(1.0, h / height)  # float64 input rows + their cumsum, per output row
+    step = max(1, int(_BAND_BYTES // per_row))
+    out = np.concatenate([_along(_rows(image, height, a, min(a + step, height), mixed=mixed), width, axis=1,
+                                 mixed=mixed) for a in range(0, height, step)], axis=0)
     return np.clip(np.rint(out), 0, 255).astype(image.dtype) if image.dtype == np.uint8 else out.astype(np.float32)
+
+
+#: Working memory of one band of :func:`resize_numpy`.
+_BAND_BYTES = 16 << 20
+
+
+def _rows(image: np.ndarray, n_out: int, a: int, b: int, *, mixed: bool) -> np.ndarray:
+    """Output rows ``[a, b)`` of resampling ``image`` to ``n_out`` rows (as :func:`_along` on axis 0), as float64,
+    converting only the input rows they read."""
+    n_in = image.shape[0]
+    if n_out == n_in:
+        return image[a:b].astype(np.float64)
+    if n_out < n_in and not mixed:
+        scale = n_in / n_out
+        edges = np.arange(a, b + 1, dtype=np.float64) * scale
+        idx = np.minimum(np.floor(edges).astype(int), n_in - 1)
+        x = image[idx[0] : idx[-1] + 1].astype(np.float64)
+        frac = _shape(edges - idx, 0, x.ndim)
+        local = idx - idx[0]
+        cum = np.concatenate([np.zeros_like(x[:1]), np.cumsum(x, axis=0)], axis=0)
+        return np.diff(cum.take(local, axis=0) + frac * x.take(local, axis=0), axis=0) / scale
+    lo, hi, t = _mixed_taps(n_in, n_out) if mixed else _linear_taps(n_in, n_out)
+    lo, hi, t = lo[a:b], hi[a:b], t[a:b]
+    first = int(lo.min())
+    x = image[first : int(hi.max()) + 1].astype(np.float64)
+    t = _shape(t, 0, x.ndim)
+    return x.take(lo - first, axis=0) * (1 - t) + x.take(hi - first, axis=0) * t
 
 
 def _along(x: np.ndarray, n_out: int, *, axis: int, mixed: bool) -> np.ndarray:
@@ -97,8 +130,9 @@ def _mixed_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return lo, np.minimum(lo + 1, n_in - 1), frac
 
 
-def fit(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndarray:
-    """Fit an image to (height, width) by stretching, letterboxing or centre-cropping."""
+def fit(image: np.ndarray, height: int, width: int, mode: ResizeMode, *,
+        fill: float = LETTERBOX_FILL) -> np.ndarray:
+    """Fit an image to (height, width) by stretching, letterboxing (bars of ``fill``) or centre-cropping."""
     h, w = image.shape[:2]
     if mode is ResizeMode.STRETCH:
         return resize(image, height, width)
@@ -110,20 +144,57 @@ def fit(image: np.ndarray, height: int, width: int, mode: ResizeMode) -> np.ndar
     s = min(height / h, width / w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     scaled = resize(image, nh, nw)
-    canvas = np.full((height, width, *image.shape[2:]), LETTERBOX_FILL, dtype=image.dtype)
+    canvas = np.full((height, width, *image.shape[2:]), fill, dtype=image.dtype)
     top, left = (height - nh) // 2, (width - nw) // 2
     canvas[top : top + nh, left : left + nw] = scaled
     return canvas
 
 
+def pixel_scale(image: np.ndarray) -> float:
+    """The factor that brings ``image``'s pixel values to 0..255, by dtype (docs/architecture.md "Session").
+
+    uint8 is 0..255 (factor 1), uint16 0..65535 (255/65535), float 0..1 (255: scikit-image's convention).
+    Float values outside 0..1 (a 0..255 float image, an already normalised tensor), NaN or inf, and any other
+    dtype are refused rather than silently mis-scaled.
+
+    Raises:
+        InputSpecError: an unsupported dtype, or a float image that is not finite and within 0..1.
+    """
+    if image.dtype == np.uint8:
+        return 1.0
+    if image.dtype == np.uint16:
+        return 255.0 / 65535.0
+    if image.dtype.kind == "f":
+        lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+        if not (lo >= 0.0 and hi <= 1.0):  # also False for NaN
+            raise InputSpecError(
+                f"float image values must be finite and within 0..1, got {lo:g}..{hi:g}; pass uint8 0..255 pixels "
+                "(x.astype(np.uint8)), or divide a 0..255 float image by 255 (use run() for a ready tensor).")
+        return 255.0
+    raise InputSpecError(f"image dtype {image.dtype} is not supported; pass uint8 (0..255), uint16 (0..65535) "
+                         "or float (0..1) pixels.")
+
+
 def preprocess(image: np.ndarray, spec: Preprocessing, *, source: ColorOrder = ColorOrder.BGR) -> np.ndarray:
-    """Turn one image (OpenCV's BGR by default) into a batch-of-one model input."""
+    """Turn one image (OpenCV's BGR by default) into a batch-of-one model input.
+
+    The image is resized in its own dtype first and colour-converted at the model's size, so a big frame never
+    exists as floats; pixel values are read by dtype (:func:`pixel_scale`) before the spec's scale, mean and std.
+
+    Raises:
+        InputSpecError: not an HxW / HxWxC (C = 1, 3, 4) image, empty, or of an unsupported dtype or range.
+    """
     image = np.asarray(image)
-    if image.dtype.kind not in "uif":
-        raise InputSpecError(f"image dtype {image.dtype} is not numeric")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputSpecError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {list(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputSpecError(f"the image is empty (shape {list(image.shape)}); pass an image with pixels.")
+    to_255 = pixel_scale(image)
+    if image.dtype.kind == "f" and image.dtype not in (np.float32, np.float64):
+        image = image.astype(np.float32)  # float16: OpenCV resizes only 32/64-bit floats
+    image = fit(image, spec.size[0], spec.size[1], spec.resize, fill=LETTERBOX_FILL / to_255)
     image = to_color(image, source=source, want=spec.color)
-    image = fit(image, spec.size[0], spec.size[1], spec.resize)
-    x = image.astype(np.float32) * np.float32(spec.scale)
+    x = image.astype(np.float32) * np.float32(spec.scale * to_255)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
     if x.ndim == 2:
         x = x[:, :, None]

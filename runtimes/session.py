@@ -6,18 +6,21 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backends.base import Backend, Engine, get_backend, registered_backends
-from .bundle import Bundle, read_bundle
-from .errors import BackendUnavailableError, ConfigError, InputSpecError
+from .bundle import Bundle, BundleLimits, read_bundle
+from .errors import BackendUnavailableError, BundleCorruptError, BundleSchemaError, ConfigError, InputSpecError
 from .ladder import DEFAULT_DELEGATES, DelegateAttempt, climb
-from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec
+from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec, check_top_k
 from .postprocess import Classification, classify
 from .preprocess import preprocess
-from .tensors import Inputs, as_input_list, check_shape, dequantize, to_model_dtype
+from .tensors import Inputs, as_input_list, check_finite, check_shape, check_values, dequantize, to_model_dtype
+
+if TYPE_CHECKING:
+    from .signing import TrustStore
 
 #: Backends tried when neither the caller nor the bundle's target names one; ``tf-lite`` is last resort.
 DEFAULT_BACKEND_ORDER = ("litert", "onnxruntime", "tflite-runtime", "tf-lite")
@@ -42,7 +45,7 @@ class Session:
         self.backend = backend.name
         self.backend_version = backend.version()
         self.fallback_log = fallback_log
-        self.labels = bundle.labels()
+        self.labels = _labels(bundle)
         self._engine = engine
         self._in_specs = engine.inputs
         self._out_specs = engine.outputs
@@ -53,6 +56,7 @@ class Session:
             for sp in self._in_specs
         ]
         self._fast1 = self._fast[0] if len(self._fast) == 1 else None
+        self._fast_float = self._fast1 is not None and self._fast1[1].kind == "f"
         self._dequantize = any(sp.quantization is not None for sp in self._out_specs)
 
     @property
@@ -89,15 +93,19 @@ class Session:
             dequantize_outputs: return raw integer outputs of quantized models when False.
 
         Raises:
-            InputSpecError: wrong count, names, shape or dtype.
+            InputSpecError: wrong count, names, shape or dtype; an empty batch; NaN or inf in a float input. Checked
+                before the interpreter is touched, so the session stays usable.
         """
         fast = self._fast1
         if fast is not None and type(inputs) is np.ndarray and inputs.shape == fast[0] and inputs.dtype == fast[1]:
-            ready = [inputs]  # hot path: exactly the tensor the model takes, nothing to check or convert
+            if self._fast_float:
+                check_finite(inputs, self._in_specs[0])  # one sum: the hot path's only check
+            ready = [inputs]  # hot path: exactly the tensor the model takes, nothing to convert
         else:
             ready = []
             for arr, spec in zip(as_input_list(inputs, self._in_specs), self._in_specs):
                 check_shape(arr, spec)
+                check_values(arr, spec)
                 ready.append(to_model_dtype(arr, spec))
         with self._lock:
             raw = self._engine.run(ready)
@@ -113,7 +121,16 @@ class Session:
         return preprocess(image, spec, source=color)
 
     def predict(self, image: np.ndarray, *, color: ColorOrder = ColorOrder.BGR, top_k: int | None = None) -> Prediction:
-        """Pre-process one image, run, and post-process (top-k labels for classifiers)."""
+        """Pre-process one image, run, and post-process (top-k labels for classifiers).
+
+        Pixel values are read by dtype: uint8 0..255, uint16 0..65535, float 0..1 (docs/architecture.md "Session").
+
+        Raises:
+            InputSpecError: an empty image, an unsupported dtype, or float pixels outside 0..1 (or NaN/inf).
+            ConfigError: ``top_k`` below 1.
+        """
+        if top_k is not None:
+            check_top_k(top_k)
         outputs = self.run(self.preprocess(image, color=color))
         post = self.manifest.postprocessing
         ranked = []
@@ -136,6 +153,15 @@ class Session:
         self.close()
 
 
+def _labels(bundle: Bundle) -> list[str]:
+    """The bundle's labels; a labels file that is not UTF-8 is a typed error naming it."""
+    try:
+        return bundle.labels()
+    except UnicodeDecodeError as exc:
+        raise BundleCorruptError(f"labels file {bundle.manifest.labels!r} in {bundle.path} is not UTF-8 text "
+                                 f"({exc}); re-create the bundle with UTF-8 labels.") from exc
+
+
 def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
     if backend is not None:
         return [backend]
@@ -146,6 +172,9 @@ def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
 
 def _choose(manifest: Manifest, backend: str | None) -> tuple[Backend, ModelEntry]:
     formats = [m.format for m in manifest.models]
+    if not formats:
+        raise BundleSchemaError("the bundle holds no model (its manifest lists none); it cannot be run — "
+                                "re-export it with `edgepack convert`.")
     known = registered_backends()
     tried = []
     for name in _backend_order(manifest, backend):
@@ -176,6 +205,8 @@ def load(
     num_threads: int | None = None,
     verify_golden: bool = True,
     options: object | None = None,
+    trust: TrustStore | str | os.PathLike[str] | None = None,
+    limits: BundleLimits | None = None,
 ) -> Session:
     """Verify a bundle and load its model on the best delegate that proves itself on the golden data.
 
@@ -186,8 +217,16 @@ def load(
         num_threads: interpreter threads (None: the library's default).
         verify_golden: check every delegate against the bundle's golden outputs (recommended).
         options: backend-specific session options, e.g. ``OrtOptions`` for onnxruntime.
+        trust: a :class:`~edgepack.runtimes.signing.TrustStore` or a folder of trusted ``.pub`` keys; when given,
+            a bundle not signed by a trusted, unrevoked key (or altered since) raises a ``BundleSignatureError``
+            before any model byte reaches an interpreter (docs/signing.md).
+        limits: caps on what reading the bundle may cost (``BundleLimits``; default: sized for a 1 GB device).
     """
-    bundle = path if isinstance(path, Bundle) else read_bundle(path)
+    bundle = path if isinstance(path, Bundle) else read_bundle(path, limits=limits)
+    if trust is not None:
+        from .signing import verify_bundle
+
+        verify_bundle(bundle, trust)
     manifest = bundle.manifest
     chosen, entry = _choose(manifest, backend)
     chosen.configure(options, bundle_path=bundle.path)

@@ -1,4 +1,5 @@
-"""The bundle store's files: the ``state.json`` pointer, content-addressed slots, the lock, clean-up.
+"""The bundle store's files: the ``state.json`` pointer, the ``state.log`` generation log,
+content-addressed slots, the lock, clean-up, bundle versions.
 
 Used by :class:`edgepack.runtimes.store.BundleStore` (the operations: install, rollback, recover); this
 module only reads and writes the files, durably. Phases are logged on the store's logger (docs/store.md).
@@ -14,12 +15,20 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ConfigError, StoreBusyError, StoreError, StoreNotWritableError, StoreStateError
-from .fileio import AtomicWriter, atomic_write_bytes
+from .errors import (
+    ConfigError,
+    DowngradeError,
+    StoreBusyError,
+    StoreError,
+    StoreNotFoundError,
+    StoreNotWritableError,
+    StoreStateError,
+)
+from .fileio import AtomicWriter, atomic_write_bytes, fsync_dir
 from .serde import from_json, to_json
 
 try:
@@ -31,6 +40,8 @@ log = logging.getLogger("edgepack.runtimes.store")
 
 SCHEMA = "edgepack.store/1"
 STATE = "state.json"
+LOG = "state.log"  # append-only JSON lines, one StoreState per commit (written before the pointer)
+LOG_KEEP = 64  # entries kept when the log is compacted (at twice as many)
 SLOTS = "slots"
 LOCK = ".lock"
 SLOT_MODE = 0o644  # bundles are not secrets; apps may run as another user
@@ -59,6 +70,11 @@ class StoreStatus:
     previous: SlotInfo | None
     generation: int = 0
     updated: str | None = None
+    #: Highest version installed per bundle name (the downgrade check compares with it).
+    versions: dict[str, str] = field(default_factory=dict)
+    #: ``status()``: problems found (a slot whose bytes no longer match its sha256); ``recover()``: what it
+    #: repaired. Empty: healthy / nothing to do.
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON values (``edgepack store status --json``)."""
@@ -75,6 +91,7 @@ class StoreState:
     previous: SlotInfo | None
     generation: int
     updated: str
+    versions: dict[str, str] = field(default_factory=dict)
 
 
 def now() -> str:
@@ -91,7 +108,8 @@ def status_of(directory: Path, state: StoreState | None) -> StoreStatus:
     """The public view of ``state`` (empty store: both None)."""
     if state is None:
         return StoreStatus(str(directory), None, None)
-    return StoreStatus(str(directory), state.active, state.previous, state.generation, state.updated)
+    return StoreStatus(str(directory), state.active, state.previous, state.generation, state.updated,
+                       dict(state.versions))
 
 
 def slot_path(directory: Path, sha: str) -> Path:
@@ -187,6 +205,123 @@ def write_state(directory: Path, state: StoreState) -> None:
         raise StoreNotWritableError(f"cannot write {directory / STATE} ({exc.strerror or exc}).") from exc
 
 
+def append_log(directory: Path, state: StoreState) -> None:
+    """Append ``state`` to ``state.log`` and fsync it (before the pointer is written: the log is never behind).
+
+    A line torn by a crash is skipped by :func:`read_log`; the next line starts on a fresh line. At
+    ``2 * LOG_KEEP`` entries the log is rewritten atomically with the newest ``LOG_KEEP``.
+
+    Raises:
+        StoreNotWritableError: it could not be written (the old pointer stays).
+    """
+    path = directory / LOG
+    line = json.dumps(to_json(state), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+    phase("log-append")
+    try:
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SLOT_MODE)
+        try:
+            size = os.fstat(fd).st_size
+            if size and _last_byte(path, size) != b"\n":
+                line = b"\n" + line
+            os.write(fd, line)
+            phase("log-fsync")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(directory)
+        entries = path.read_bytes().count(b"\n")
+        if entries >= 2 * LOG_KEEP:
+            keep = b"".join(path.read_bytes().splitlines(keepends=True)[-LOG_KEEP:])
+            atomic_write_bytes(path, keep, mode=SLOT_MODE, prefix=".log-")
+    except OSError as exc:
+        raise StoreNotWritableError(f"cannot write {path} ({exc.strerror or exc}).") from exc
+
+
+def read_log(directory: Path) -> list[StoreState]:
+    """The states of ``state.log``, oldest first; unreadable lines (a torn last line) are skipped."""
+    try:
+        data = (directory / LOG).read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StoreStateError(f"cannot read {directory / LOG} ({exc.strerror}); check its permissions.") from exc
+    states = []
+    for n, line in enumerate(data.splitlines(), 1):
+        try:
+            raw = json.loads(line.decode("utf-8"))
+            if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+                raise ConfigError(f"schema is not {SCHEMA!r}")
+            states.append(from_json(StoreState, raw, where="state"))
+        except (UnicodeDecodeError, json.JSONDecodeError, ConfigError) as exc:
+            if line.strip():
+                log.warning("%s line %d skipped: %s", directory / LOG, n, exc)
+    return states
+
+
+def parse_version(version: str) -> tuple[int, ...] | None:
+    """``"1"``, ``"1.2.3"``, ``"v2.0"`` → integers compared left to right (``1.2 == 1.2.0``); None if not numeric."""
+    text = version.strip().removeprefix("v")
+    parts = text.split(".")
+    if not text or not all(p.isdigit() for p in parts):
+        return None
+    nums = [int(p) for p in parts]
+    while len(nums) > 1 and nums[-1] == 0:
+        nums.pop()
+    return tuple(nums)
+
+
+def is_downgrade(new: str, recorded: str) -> bool | None:
+    """True when ``new`` is older than ``recorded``; None when they cannot be ordered (not dotted numeric)."""
+    a, b = parse_version(new), parse_version(recorded)
+    if a is None or b is None:
+        return None if new != recorded else False
+    return a < b
+
+
+def check_version(name: str, version: str, versions: dict[str, str], *, label: str, active: str) -> None:
+    """Refuse ``version`` of bundle ``name`` when it is older than the recorded one (or cannot be ordered with it).
+
+    Raises:
+        DowngradeError: with the flag that allows it.
+    """
+    recorded = versions.get(name)
+    if recorded is not None and is_downgrade(version, recorded) is not False:
+        raise DowngradeError(f"refused {label}: {name} v{version} is older than v{recorded} installed before (or "
+                             "cannot be ordered with it: versions compare as dotted numbers); pass --allow-downgrade "
+                             f"(API: allow_downgrade=True) to install it anyway. The active bundle stays: {active}.")
+
+
+def require_store(directory: Path) -> None:
+    """Refuse a directory that does not exist or holds neither ``state.json`` nor ``slots/``.
+
+    Raises:
+        StoreNotFoundError: naming the command that creates a store.
+    """
+    hint = f"create one with `edgepack store install {directory} BUNDLE.epk`"
+    if not directory.is_dir():
+        what = "is a file, not a folder" if directory.exists() else "does not exist"
+        raise StoreNotFoundError(f"bundle store {directory} {what}; check the path, or {hint}.")
+    if not (directory / STATE).exists() and not (directory / SLOTS).is_dir():
+        raise StoreNotFoundError(f"{directory} is not a bundle store (no {STATE}, no {SLOTS}/); check the path, "
+                                 f"or {hint}.")
+
+
+def slot_problems(directory: Path, state: StoreState) -> tuple[str, ...]:
+    """One line per slot of ``state`` whose bytes no longer hash to its name.
+
+    Raises:
+        FileNotFoundError: a slot vanished (retired by a commit since ``state`` was read).
+    """
+    notes = []
+    for role, info in (("active", state.active), ("previous", state.previous)):
+        if info is not None and (sha := file_sha256(slot_path(directory, info.sha256))) != info.sha256:
+            notes.append(f"the {role} slot {info.sha256[:16]}… ({info.name} v{info.version}) is corrupt (its bytes "
+                         f"hash to {sha[:16]}…); run `edgepack store recover {directory}`.")
+    return tuple(notes)
+
+
 def copy_into_slot(directory: Path, src: Path) -> tuple[str, Path]:
     """Copy ``src`` durably into ``slots/<sha256>.epk``, hashing it on the way; returns ``(sha256, slot)``.
 
@@ -213,7 +348,8 @@ def copy_into_slot(directory: Path, src: Path) -> tuple[str, Path]:
 def collect_garbage(directory: Path, state: StoreState | None) -> None:
     """Delete temp files and the slots ``state`` does not name (with no state: temp files only)."""
     phase("gc")
-    leftovers = [*(directory / SLOTS).glob(".slot-*.tmp"), *directory.glob(".pointer-*.tmp")]
+    leftovers = [*(directory / SLOTS).glob(".slot-*.tmp"), *directory.glob(".pointer-*.tmp"),
+                 *directory.glob(".log-*.tmp")]
     if state is not None:
         keep = referenced(state)
         leftovers += [p for p in slot_files(directory) if p.stem not in keep]
@@ -229,6 +365,12 @@ def file_sha256(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _last_byte(path: Path, size: int) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1)
 
 
 def _try_flock(fd: int) -> bool:

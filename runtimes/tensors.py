@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -49,6 +50,28 @@ def check_shape(arr: np.ndarray, spec: TensorSpec) -> None:
             f"input {spec.name!r} expects shape {list(spec.shape)} (-1 = any), got {list(arr.shape)}; "
             "add the batch dimension or resize (Session.predict pre-processes images for you)."
         )
+
+
+def check_values(arr: np.ndarray, spec: TensorSpec) -> None:
+    """Raise for an empty array, or a float array holding NaN or inf (integers cannot)."""
+    if arr.size == 0:
+        raise InputSpecError(
+            f"input {spec.name!r} is empty (shape {list(arr.shape)}); pass at least one sample — a model cannot "
+            "run a batch of 0.")
+    if arr.dtype.kind == "f":
+        check_finite(arr, spec)
+
+
+def check_finite(arr: np.ndarray, spec: TensorSpec) -> None:
+    """Raise when a real float array holds NaN or inf. Cheap: one sum (finite sum ⇒ every value finite), and the
+    element-wise test only when the sum is not finite (a NaN/inf, or a finite overflow)."""
+    if math.isfinite(np.add.reduce(arr, axis=None)):  # ≈ 1 µs on a 28x28 input (no errstate: it costs more)
+        return
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise InputSpecError(
+            f"input {spec.name!r} holds {bad} NaN/inf value(s) of {arr.size}; the model would return garbage — "
+            "check the data that produced it (e.g. a division by zero in your pre-processing).")
 
 
 def to_model_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:

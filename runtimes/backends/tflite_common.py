@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputSpecError
 from ..manifest import Quantization, TensorSpec
 from .base import Engine
 
@@ -136,8 +137,18 @@ class TFLiteEngine(Engine):
         return [interp.get_tensor(i) for i in self._out_idx]
 
     def _resize(self, k: int, shape: tuple[int, ...]) -> None:
-        self._interp.resize_tensor_input(self._in_idx[k], shape, strict=True)
-        self._interp.allocate_tensors()
+        """Resize input ``k``; when the interpreter refuses (e.g. XNNPACK cannot prepare the new shape), put the
+        previous shapes back so the engine keeps working, and raise ``InputSpecError``."""
+        interp = self._interp
+        try:
+            interp.resize_tensor_input(self._in_idx[k], shape, strict=True)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            interp.resize_tensor_input(self._in_idx[k], self._shapes[k], strict=True)
+            interp.allocate_tensors()
+            raise InputSpecError(
+                f"the model cannot run input {self._inputs[k].name!r} at shape {list(shape)} on {self.delegate} "
+                f"({exc}); it still runs at {list(self._shapes[k])}.") from exc
         self._shapes[k] = shape
 
     def raw_interpreter(self) -> Any:

@@ -30,6 +30,8 @@ def register(sub: Any) -> None:
 
     v = sub.add_parser("verify", help="check checksums and golden outputs on this machine")
     v.add_argument("bundle")
+    v.add_argument("--trust", metavar="DIR", default=None,
+                   help="also require a signature by a key of DIR (trusted .pub files, revoked.txt); docs/signing.md")
     cli_args.add_runtime_args(v)
     v.set_defaults(handler=_verify)
 
@@ -45,14 +47,18 @@ def _run(args: argparse.Namespace) -> int:
 
     from edgepack.runtimes.errors import ImageReadError, InputSpecError
     from edgepack.runtimes.images import read_image
+    from edgepack.runtimes.manifest import check_top_k
 
-    session = _load(args)
     path = Path(args.input)
     if not path.is_file():
         raise InputSpecError(f"input {path} does not exist.")
-    print(f"running on {session.explain()}")
-    if path.suffix == ".npy":
-        outputs = session.run(np.load(path, allow_pickle=False))
+    if args.top_k is not None:
+        check_top_k(args.top_k, where="--top-k")
+    tensor = _load_npy(path) if path.suffix.lower() == ".npy" else None  # bad input fails before any model loads
+    session = _load(args)
+    if tensor is not None:
+        outputs = session.run(tensor)
+        print(f"running on {session.explain()}")
         for k, o in enumerate(outputs):
             head = np.array2string(o.ravel()[:10], precision=4)
             print(f"output {k} {session.outputs[k].name} {list(o.shape)}: {head}")
@@ -62,11 +68,32 @@ def _run(args: argparse.Namespace) -> int:
     except ImageReadError as exc:
         raise InputSpecError(f"cannot read image {path}; pass a .jpg/.png or a .npy tensor.") from exc
     pred = session.predict(image, top_k=args.top_k)
+    print(f"running on {session.explain()}")
     for c in pred.top_k:
         print(f"{c.score:9.4f}  {c.label}")
     if not pred.top_k:
         print(f"outputs: {[list(o.shape) for o in pred.outputs]}")
     return 0
+
+
+def _load_npy(path: Path) -> Any:
+    """A plain numeric ``.npy`` array (no pickles, no object dtype).
+
+    Raises:
+        InputSpecError: the file is not a readable ``.npy`` of numbers.
+    """
+    import numpy as np
+
+    from edgepack.runtimes.errors import InputSpecError
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # what np.load raises on a pickle, object array or garbage
+        raise InputSpecError(f"{path} is not a plain .npy array ({exc}); save one with np.save(path, array).") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        kind = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise InputSpecError(f"{path} holds {kind}, not a numeric array; save the input tensor with np.save.")
+    return arr
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -119,6 +146,11 @@ def _items(ops: object) -> list[tuple[str, object]]:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.trust is not None:  # before any model byte reaches an interpreter
+        from edgepack.runtimes.signing import verify_bundle
+
+        info = verify_bundle(args.bundle, args.trust)
+        print(f"signature OK: signed by {info.key_name} (key id {info.key_id[:16]}…)")
     session = _load(args)
     print(f"checksums OK ({len(session.bundle.names())} files)")
     for attempt in session.fallback_log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)  # a name or a JSON file; fails before any model is loaded
     recipes = recipes_from(args)
+    check_output(Path(args.output) if args.output else None)  # before minutes of conversion, not after
     calibration = None
     if args.calibration:
         cal = Path(args.calibration)
@@ -117,7 +119,10 @@ def _convert(args: argparse.Namespace) -> int:
                      preprocessing=cli_args.preprocessing_hint_from(args),
                      max_size=args.max_size)
     out = Path(args.output or f"{bundle.manifest.name}.epk")
-    bundle.save(out)
+    try:
+        bundle.save(out)
+    except OSError as exc:  # e.g. the disk filled up during conversion; the atomic write left nothing
+        raise ConfigError(f"cannot write {out} ({exc.strerror or exc}); free space or pass another -o.") from exc
     reports = list(bundle.report.get("models", []))
     for k, m in enumerate(bundle.manifest.models):
         val = (reports[k] if k < len(reports) else {}).get("validation") or {}
@@ -129,6 +134,30 @@ def _convert(args: argparse.Namespace) -> int:
         print(bundle.report["preprocessing_assumed"])
     print(f"wrote {out}")
     return 0
+
+
+def check_output(out: Path | None) -> None:
+    """Refuse an ``-o`` that cannot be written (a directory, a missing or read-only folder, ``/proc``) up front;
+    ``None``: the default ``<name>.epk`` in the current folder.
+
+    Raises:
+        ConfigError: saying what to pass instead.
+    """
+    import tempfile
+
+    folder = out.parent if out is not None else Path.cwd()
+    if out is not None and out.is_dir():
+        raise ConfigError(f"-o {out} is a directory; pass a file path such as {out / 'model.epk'}.")
+    if not folder.is_dir():
+        raise ConfigError(f"-o {out}: folder {folder} does not exist; create it or pass another path.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgepack-probe-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = f"-o {out}" if out is not None else "the current folder (the default output)"
+        raise ConfigError(f"cannot write {where}: {folder} is not writable ({exc.strerror or exc}); pass -o with a "
+                          "writable path.") from None
 
 
 def input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]] | None:

@@ -18,6 +18,10 @@ def register(subparsers: Any) -> None:
     i = sub.add_parser("install", help="verify + self-test a bundle here, then make it active atomically")
     i.add_argument("directory", help="store directory (created when missing)")
     i.add_argument("bundle", help=".epk bundle to install")
+    i.add_argument("--trust", metavar="KEYS", default=None,
+                   help="folder of trusted .pub keys (+ revoked.txt): refuse a bundle they did not sign")
+    i.add_argument("--allow-downgrade", action="store_true",
+                   help="install a version older than the one installed before under the same name")
     _self_test_args(i)
     i.set_defaults(handler=_install)
 
@@ -26,12 +30,12 @@ def register(subparsers: Any) -> None:
     _self_test_args(r)
     r.set_defaults(handler=_rollback)
 
-    s = sub.add_parser("status", help="show the active and previous bundles")
+    s = sub.add_parser("status", help="show the active and previous bundles (exit 1 when a slot is corrupt)")
     s.add_argument("directory")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(handler=_status)
 
-    c = sub.add_parser("recover", help="rebuild a corrupt state.json from the verified slots")
+    c = sub.add_parser("recover", help="repair the store from its generation log, re-verifying what it activates")
     c.add_argument("directory")
     cli_args.add_runtime_args(c, threads=False, purpose="self-test")
     c.set_defaults(handler=_recover)
@@ -43,8 +47,9 @@ def _self_test_args(p: argparse.ArgumentParser) -> None:
 
 
 def _install(args: argparse.Namespace) -> int:
-    store = BundleStore(args.directory, lock_timeout=args.lock_timeout)
-    st = store.install(args.bundle, backend=args.backend, delegates=args.delegates, num_threads=args.threads)
+    store = BundleStore(args.directory, lock_timeout=args.lock_timeout, trust=args.trust)
+    st = store.install(args.bundle, backend=args.backend, delegates=args.delegates, num_threads=args.threads,
+                       allow_downgrade=args.allow_downgrade)
     if st.active is not None:
         print(f"installed {_describe(st.active)}; self-test passed on {st.active.self_test}")
     _print(st)
@@ -52,6 +57,7 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    BundleStore(args.directory, read_only=True).require_exists()  # never create a store to roll it back
     store = BundleStore(args.directory, lock_timeout=args.lock_timeout)
     st = store.rollback(backend=args.backend, delegates=args.delegates, num_threads=args.threads)
     print("rolled back")
@@ -60,17 +66,24 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    st = BundleStore(args.directory, read_only=True).status()
+    store = BundleStore(args.directory, read_only=True)
+    store.require_exists()  # a mistyped path is an error, not an empty store
+    st = store.status()
     if args.json:
         print(json.dumps(st.to_json(), indent=2))
     else:
         _print(st)
-    return 0
+        for note in st.notes:
+            print(f"  problem:  {note}")
+    return 1 if st.notes else 0
 
 
 def _recover(args: argparse.Namespace) -> int:
-    st = BundleStore(args.directory).recover(backend=args.backend, delegates=args.delegates)
-    print("recovered")
+    BundleStore(args.directory, read_only=True).require_exists()
+    store = BundleStore(args.directory)
+    st = store.recover(backend=args.backend, delegates=args.delegates)
+    print("recovered: " + "; ".join(st.notes) if st.notes else "nothing to recover: the active and previous slots "
+          "verify and pass their self-test")
     _print(st)
     return 0
 
