@@ -42,6 +42,15 @@ demo: setup data
 	$(BIN)/python demos/fashion_rpi4.py --output fashion_cnn.epk
 	$(BIN)/python demos/run_bundle.py fashion_cnn.epk
 
+# The MediaPipe face detector as a bundle (anchor spec in the manifest), run headless on the opencv-doc pedestrian
+# video paced at its own frame rate like a camera; the last line is the pipeline's stats line.
+FACE_EPK := .cache/models/face_detection_short_range.epk
+.PHONY: demo-camera
+demo-camera: setup data models
+	$(BIN)/python -m edgepack.examples.face_detector --out $(FACE_EPK)
+	$(BIN)/python demos/detect_faces.py --bundle $(FACE_EPK) --source $(OPENCV_DOC) --pace --headless \
+	  --out .cache/demo-camera.mp4 --json .cache/demo-camera.jsonl
+
 # The import layers, the host suite, then the on-device suite on an emulated Raspberry Pi 4 (arm64).
 test: lint-imports unit-test device-test-arm64 device-test-x86-other
 

@@ -1,79 +1,62 @@
-"""Camera classification demo: a bundle on live frames (webcam) or headless on a video file.
+"""Camera classification demo on the edgepack pipeline: live frames (webcam) or headless on a video file.
 
-    python demos/camera_classify.py fashion_cnn.epk --source 0                 # webcam, window
+    python demos/camera_classify.py fashion_cnn.epk --source 0                       # webcam, window
     python demos/camera_classify.py fashion_cnn.epk --source video.avi --headless --max-frames 200
+    python demos/camera_classify.py fashion_cnn.epk --source video.avi --headless --pace --out labelled.mp4
 
-Imports only edgepack.runtimes, numpy and OpenCV (``pip install 'edgepack[litert,camera]'``).
+Capture runs in its own thread (latest frame wins on a camera or a paced file), inference in this loop, overlay
+and sinks in a third thread; the last line is the pipeline's summary (fps, bottleneck stage, service time,
+glass-to-result latency, dropped frames). Imports only edgepack.runtimes, numpy and OpenCV
+(``pip install 'edgepack[litert,camera]'``).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-
-import cv2
 
 from edgepack.runtimes import load
-from edgepack.runtimes.postprocess import classify
-
-
-def open_source(source: str) -> cv2.VideoCapture:
-    """A camera index (``0``) or a video file / stream URL."""
-    cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    if not cap.isOpened():
-        raise SystemExit(f"error: cannot open video source {source!r} (camera index or video file)")
-    return cap
+from edgepack.runtimes.errors import EdgepackError
+from edgepack.runtimes.pipeline import JsonLinesSink, Pipeline, Sink, VideoFileSink, WindowSink, open_source
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle")
-    parser.add_argument("--source", default="0", help="camera index or video file")
+    parser.add_argument("--source", default="0", help="camera index, /dev/videoN, video file, URL or image folder")
     parser.add_argument("--headless", action="store_true", help="no window: print results and timings")
+    parser.add_argument("--pace", action="store_true", help="play a file at its own frame rate, like a camera")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: until the end)")
+    parser.add_argument("--out", help="write the annotated video here")
+    parser.add_argument("--json", help="write one JSON line per frame here")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
 
-    session = load(args.bundle, num_threads=args.threads)
-    print(f"model runs on {session.explain()}")
-    cap = open_source(args.source)
-    frames, pre_t, run_t = 0, [], []
+    sinks: list[Sink] = []
     try:
-        while args.max_frames <= 0 or frames < args.max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            t0 = time.perf_counter()
-            tensor = session.preprocess(frame)
-            t1 = time.perf_counter()
-            outputs = session.run(tensor)
-            t2 = time.perf_counter()
-            pre_t.append(t1 - t0)
-            run_t.append(t2 - t1)
-            frames += 1
-            top = classify(outputs[0], session.manifest.postprocessing, session.labels, top_k=1)[0]
-            if args.headless:
-                if frames % 25 == 1:
-                    print(f"frame {frames:5d}: {top.label} ({top.score:.2f})")
-                continue
-            cv2.putText(frame, f"{top.label} {top.score:.2f}  {1 / max(t2 - t0, 1e-6):.0f} fps", (10, 30),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 255, 0), 2)
-            cv2.imshow("edgepack", frame)
-            if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                break
-    finally:
-        cap.release()
+        session = load(args.bundle, num_threads=args.threads)
+        source = open_source(int(args.source) if args.source.isdigit() else args.source, pace=args.pace)
         if not args.headless:
-            cv2.destroyAllWindows()
-    if frames == 0:
-        print("error: no frames read", file=sys.stderr)
+            sinks.append(WindowSink("edgepack"))
+        if args.out:
+            sinks.append(VideoFileSink(args.out))
+        if args.json:
+            sinks.append(JsonLinesSink(args.json))
+    except EdgepackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model runs on {session.explain()}")
+    pipe = Pipeline(session, source, sinks=sinks, overlay=bool(sinks))
+    for frames, result in enumerate(pipe.run(max_frames=args.max_frames or None), start=1):
+        top = result.prediction.top_k[0] if result.prediction.top_k else None
+        if args.headless and top is not None and frames % 25 == 1:
+            print(f"frame {frames:5d}: {top.label} ({top.score:.2f})")
+    stats = pipe.stats
+    if stats.frames == 0:
+        print(f"error: no frames read from {args.source} ({stats.ended})", file=sys.stderr)
         return 1
-    total = [a + b for a, b in zip(pre_t, run_t)]
-    print(f"{frames} frames: pre-process median {statistics.median(pre_t) * 1e3:.2f} ms, "
-          f"inference median {statistics.median(run_t) * 1e3:.2f} ms, "
-          f"end-to-end {1 / statistics.median(total):.0f} fps")
+    print(f"{stats.frames} frames ({stats.ended}): service {stats.service_ms:.2f} ms, {stats.fps:.0f} fps")
+    print(f"pipeline: {stats.summary_line()}")
     return 0
 
 

@@ -59,6 +59,10 @@ class ImageReadError(EdgepackError):
     """An image file or folder is missing, or a file is corrupt or not an image (``runtimes/images.py``)."""
 
 
+class SourceError(EdgepackError):
+    """A camera, video file, stream URL or image folder cannot be opened or read (``runtimes/pipeline``)."""
+
+
 #: The pip extra that brings each optional top-level module (the one place this mapping lives).
 EXTRA_FOR_MODULE: dict[str, str] = {
     "tensorflow": "convert", "keras": "convert", "onnx": "convert", "tf2onnx": "convert", "sympy": "convert",

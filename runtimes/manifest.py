@@ -136,18 +136,125 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class SsdAnchors:
+    """MediaPipe-style SSD anchor generator parameters (``SsdAnchorsCalculatorOptions``), not the anchor array.
+
+    ``input_size`` is (h, w); ``anchor_offset`` is (x, y) in cells. Consecutive layers with the same stride share
+    one grid (BlazeFace short range: 4 layers, strides 8, 16, 16, 16 → 16x16x2 + 8x8x6 = 896 anchors).
+    """
+
+    num_layers: int
+    strides: tuple[int, ...]
+    input_size: tuple[int, int]
+    min_scale: float = 0.1484375
+    max_scale: float = 0.75
+    anchor_offset: tuple[float, float] = (0.5, 0.5)
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    interpolated_scale_aspect_ratio: float = 1.0
+    reduce_boxes_in_lowest_layer: bool = False
+    fixed_anchor_size: bool = True
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError: a stride per layer, positive sizes and at least one aspect ratio are required."""
+        if self.num_layers < 1 or len(self.strides) != self.num_layers or min(self.strides, default=0) < 1:
+            raise ConfigError(f"ssd anchors: need one positive stride per layer ({self.num_layers} layers), got "
+                              f"{list(self.strides)}.")
+        if min(self.input_size) < 1 or not self.aspect_ratios or min(self.aspect_ratios) <= 0:
+            raise ConfigError("ssd anchors: input_size and aspect_ratios must be positive.")
+
+
+@dataclass(frozen=True)
+class SsdDecoder:
+    """SSD box decoding against generated anchors (MediaPipe ``TensorsToDetectionsCalculator`` semantics).
+
+    ``box_order`` is the order of the 4 box values per anchor (``xywh``: MediaPipe's ``reverse_output_order``);
+    centres are ``raw / x_scale * anchor_w + anchor_x``; sizes ``raw / w_scale * anchor_w``. ``boxes_output`` and
+    ``scores_output`` index the model's outputs ([1, anchors, 4 + 2 * keypoints] and [1, anchors, classes]).
+    """
+
+    anchors: SsdAnchors
+    x_scale: float = 1.0
+    y_scale: float = 1.0
+    w_scale: float = 1.0
+    h_scale: float = 1.0
+    box_order: str = "xywh"
+    sigmoid: bool = True
+    score_clip: float = 100.0
+    num_keypoints: int = 0
+    boxes_output: int = 0
+    scores_output: int = 1
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError: an unknown box order, a zero scale or a negative keypoint count."""
+        if self.box_order not in ("xywh", "yxhw"):
+            raise ConfigError(f"ssd box_order {self.box_order!r} is not one of: xywh, yxhw.")
+        if any(not abs(v) > 0 for v in (self.x_scale, self.y_scale, self.w_scale, self.h_scale)):
+            raise ConfigError("ssd x/y/w/h scales must be non-zero numbers.")
+        if self.num_keypoints < 0:
+            raise ConfigError("ssd num_keypoints must be 0 or more.")
+
+
+@dataclass(frozen=True)
+class YoloDecoder:
+    """YOLO box decoding: ``v8`` output [1, 4 + classes, anchors] (or transposed), ``v5`` [1, anchors, 5 + classes]
+    (score = objectness x class score). Boxes are (cx, cy, w, h) in input pixels, or 0..1 when ``normalized``."""
+
+    layout: str = "v8"
+    normalized: bool = False
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError: an unknown layout."""
+        if self.layout not in ("v8", "v5"):
+            raise ConfigError(f"yolo layout {self.layout!r} is not one of: v8, v5.")
+
+
+@dataclass(frozen=True)
+class MaskDecoder:
+    """Segmentation output [1, H, W, C] (or [1, C, H, W]) → a mask: ``argmax`` gives class ids, ``threshold`` a 0/1
+    mask of channel 0 (after a sigmoid when ``sigmoid``)."""
+
+    mode: str = "argmax"
+    threshold: float = 0.5
+    sigmoid: bool = False
+
+    def __post_init__(self) -> None:
+        """Raises: ConfigError: an unknown mode."""
+        if self.mode not in ("argmax", "threshold"):
+            raise ConfigError(f"mask mode {self.mode!r} is not one of: argmax, threshold.")
+
+
+@dataclass(frozen=True)
 class Postprocessing:
-    """How the model's outputs become a result."""
+    """How the model's outputs become a result.
+
+    Detection uses ``ssd`` or ``yolo`` (one of them), ``score_threshold`` (0.5 when unset), class-aware NMS at
+    ``nms_iou`` and at most ``max_detections`` boxes; segmentation uses ``mask``. Bundles written before these
+    fields existed read with them unset.
+    """
 
     kind: PostprocessKind = PostprocessKind.RAW
     top_k: int = 5
     softmax: bool = False
     score_threshold: float | None = None
     nms_iou: float = 0.5
+    max_detections: int = 100
+    ssd: SsdDecoder | None = None
+    yolo: YoloDecoder | None = None
+    mask: MaskDecoder | None = None
 
     def __post_init__(self) -> None:
-        """Raises: ConfigError: ``top_k`` below 1 (a classifier must report at least one class)."""
+        """Raises: ConfigError: ``top_k``/``max_detections`` below 1, ``nms_iou`` outside 0..1, two box decoders,
+        or a decoder for another kind."""
         check_top_k(self.top_k, where="postprocessing top_k")
+        check_top_k(self.max_detections, where="postprocessing max_detections")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ConfigError(f"postprocessing nms_iou must be within (0, 1], got {self.nms_iou}.")
+        if self.ssd is not None and self.yolo is not None:
+            raise ConfigError("postprocessing: give one box decoder, ssd or yolo, not both.")
+        if (self.ssd or self.yolo) and self.kind is not PostprocessKind.DETECTION:
+            raise ConfigError(f"postprocessing: an ssd/yolo decoder needs kind detection, not {self.kind.value}.")
+        if self.mask and self.kind is not PostprocessKind.SEGMENTATION:
+            raise ConfigError(f"postprocessing: a mask decoder needs kind segmentation, not {self.kind.value}.")
 
 
 def check_top_k(top_k: object, *, where: str = "top_k") -> int:

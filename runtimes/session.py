@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backends.base import Backend, Engine, get_backend, registered_backends
 from .bundle import Bundle, BundleLimits, read_bundle
+from .detection import Detection, detect, fit_geometry
 from .errors import BackendUnavailableError, BundleCorruptError, BundleSchemaError, ConfigError, InputSpecError
 from .ladder import DEFAULT_DELEGATES, DelegateAttempt, climb
 from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec, check_top_k
-from .postprocess import Classification, classify
+from .postprocess import Classification, classify, segment
 from .preprocess import preprocess
 from .tensors import Inputs, as_input_list, check_finite, check_shape, check_values, dequantize, to_model_dtype
 
@@ -28,10 +29,13 @@ DEFAULT_BACKEND_ORDER = ("litert", "onnxruntime", "tflite-runtime", "tf-lite")
 
 @dataclass(frozen=True)
 class Prediction:
-    """Result of :meth:`Session.predict`."""
+    """Result of :meth:`Session.predict`: ``top_k`` for classifiers, ``detections`` (boxes in original frame
+    pixels) for detectors, ``mask`` (the original frame's height x width) for segmentation; raw ``outputs``."""
 
     top_k: list[Classification]
     outputs: list[np.ndarray]
+    detections: list[Detection] = field(default_factory=list)
+    mask: np.ndarray | None = None
 
 
 class Session:
@@ -121,7 +125,8 @@ class Session:
         return preprocess(image, spec, source=color)
 
     def predict(self, image: np.ndarray, *, color: ColorOrder = ColorOrder.BGR, top_k: int | None = None) -> Prediction:
-        """Pre-process one image, run, and post-process (top-k labels for classifiers).
+        """Pre-process one image, run, and post-process: top-k labels for classifiers, boxes (SSD or YOLO decoding,
+        NMS) for detectors, a mask for segmentation — boxes and masks in the original image's pixels.
 
         Pixel values are read by dtype: uint8 0..255, uint16 0..65535, float 0..1 (docs/architecture.md "Session").
 
@@ -133,10 +138,19 @@ class Session:
             check_top_k(top_k)
         outputs = self.run(self.preprocess(image, color=color))
         post = self.manifest.postprocessing
-        ranked = []
         if post.kind is PostprocessKind.CLASSIFICATION:
-            ranked = classify(outputs[0], post, self.labels, top_k=top_k)
-        return Prediction(top_k=ranked, outputs=outputs)
+            return Prediction(top_k=classify(outputs[0], post, self.labels, top_k=top_k), outputs=outputs)
+        if post.kind is PostprocessKind.RAW or not (post.ssd or post.yolo or post.mask):
+            return Prediction(top_k=[], outputs=outputs)
+        pre = self.manifest.preprocessing
+        assert pre is not None  # self.preprocess() refused a bundle without one
+        frame_hw = (int(np.shape(image)[0]), int(np.shape(image)[1]))
+        geometry = fit_geometry(frame_hw, pre.size, pre.resize)
+        if post.mask is not None:
+            mask = segment(outputs[0], post.mask, input_size=pre.size, geometry=geometry, frame_hw=frame_hw)
+            return Prediction(top_k=[], outputs=outputs, mask=mask)
+        found = detect(outputs, post, self.labels, input_size=pre.size, geometry=geometry, frame_hw=frame_hw)
+        return Prediction(top_k=[], outputs=outputs, detections=found)
 
     def raw_engine(self) -> Engine:
         """The backend engine (benchmarks compare against it)."""

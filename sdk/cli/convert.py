@@ -48,6 +48,9 @@ def register(sub: Any) -> None:
     c.add_argument("--float-first-layers", type=int, default=None, metavar="N",
                    help="ONNX int8: keep the first N weighted layers (Conv/Gemm/MatMul) in float")
     c.add_argument("--labels", help="labels file, one class a line")
+    c.add_argument("--postprocess", default=None, metavar="PRESET|SPEC.json",
+                   help="output post-processing: a preset (blazeface-short) or a JSON file holding a manifest "
+                        "`postprocessing` object (kind, score_threshold, nms_iou, ssd/yolo/mask decoders)")
     cli_args.add_preprocessing_args(c)
     c.add_argument("--max-size", help="fail when the model is larger, e.g. 4MB")
     c.add_argument("--name", help="bundle name")
@@ -117,7 +120,7 @@ def _convert(args: argparse.Namespace) -> int:
     bundle = convert(args.model, calibration, target=target, recipe=recipes if len(recipes) > 1 else recipes[0],
                      input_shapes=input_shapes(args.input_shape), name=args.name, labels=args.labels,
                      preprocessing=cli_args.preprocessing_hint_from(args),
-                     max_size=args.max_size)
+                     postprocessing=postprocessing_from(args.postprocess), max_size=args.max_size)
     out = Path(args.output or f"{bundle.manifest.name}.epk")
     try:
         bundle.save(out)
@@ -134,6 +137,31 @@ def _convert(args: argparse.Namespace) -> int:
         print(bundle.report["preprocessing_assumed"])
     print(f"wrote {out}")
     return 0
+
+
+def postprocessing_from(spec: str | None) -> Any:
+    """``--postprocess``: a preset name or a JSON file → a ``Postprocessing``; None without the flag.
+
+    Raises:
+        ConfigError: an unknown preset, an unreadable file, or JSON that is not a valid spec (unknown keys too).
+    """
+    if spec is None:
+        return None
+    import json
+
+    from edgepack.runtimes.detection import PRESETS
+    from edgepack.runtimes.manifest import Postprocessing
+    from edgepack.runtimes.serde import from_json
+
+    if spec in PRESETS:
+        return PRESETS[spec]
+    if not spec.endswith(".json"):
+        raise ConfigError(f"--postprocess {spec!r}: not a preset ({', '.join(PRESETS)}) nor a .json file.")
+    try:
+        raw = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--postprocess {spec}: cannot read it as JSON ({exc}).") from exc
+    return from_json(Postprocessing, raw, where=f"--postprocess {spec}")
 
 
 def check_output(out: Path | None) -> None:
