@@ -98,3 +98,18 @@ def test_detect_faces_refuses_a_bundle_without_boxes(face_epk: Path, tmp_path: P
     assert len(proc.stderr.strip().splitlines()) == 1 and "detection bundle" in proc.stderr
     missing = _run("--bundle", str(face_epk), "--source", str(tmp_path / "nope.avi"), "--headless")
     assert missing.returncode == 2 and "nope.avi" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_a_batch_the_model_cannot_take_falls_back_to_sequential(face_epk: Path) -> None:
+    """Several cameras on the face detector (its input has a fixed batch of 1): one frame at a time, and said so."""
+    from edgepack.runtimes import load
+    from edgepack.runtimes.pipeline import MultiStream
+
+    video = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    session = load(face_epk)
+    ms = MultiStream(session, [video] * 3, max_batch=3, window_ms=3, batched=True)
+    per: dict[int, list[int]] = {i: [] for i in range(3)}
+    for result in ms.run(max_frames=8):
+        per[result.stream].append(result.frame_id)
+    assert ms.stats.mode.startswith("sequential (fallback:") and "batch" in ms.stats.mode, ms.stats.mode
+    assert all(ids == list(range(8)) for ids in per.values())  # every stream, in order
