@@ -13,7 +13,7 @@ import numpy as np
 from .backends.base import Backend, Engine, get_backend, registered_backends
 from .bundle import Bundle, BundleLimits, read_bundle
 from .detection import Detection, detect, fit_geometry
-from .errors import BackendUnavailableError, BundleCorruptError, BundleSchemaError, ConfigError, InputSpecError
+from .errors import BackendUnavailableError, BundleSchemaError, ConfigError, InputSpecError
 from .ladder import DEFAULT_DELEGATES, DelegateAttempt, climb
 from .manifest import ColorOrder, Manifest, ModelEntry, PostprocessKind, TensorSpec, check_top_k
 from .postprocess import Classification, classify, segment
@@ -49,7 +49,7 @@ class Session:
         self.backend = backend.name
         self.backend_version = backend.version()
         self.fallback_log = fallback_log
-        self.labels = _labels(bundle)
+        self.labels = bundle.labels()
         self._engine = engine
         self._in_specs = engine.inputs
         self._out_specs = engine.outputs
@@ -165,15 +165,6 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _labels(bundle: Bundle) -> list[str]:
-    """The bundle's labels; a labels file that is not UTF-8 is a typed error naming it."""
-    try:
-        return bundle.labels()
-    except UnicodeDecodeError as exc:
-        raise BundleCorruptError(f"labels file {bundle.manifest.labels!r} in {bundle.path} is not UTF-8 text "
-                                 f"({exc}); re-create the bundle with UTF-8 labels.") from exc
 
 
 def _backend_order(manifest: Manifest, backend: str | None) -> list[str]:
