@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -158,3 +159,14 @@ def _existing_mode(path: Path) -> int | None:
 
 def _no_phase(name: str) -> None:
     """Default phase hook: nothing."""
+
+
+def probe_writable(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a temporary file in ``folder``: the cheap, honest test that it can be written.
+
+    Raises:
+        OSError: it cannot (missing, read-only, a pseudo file system such as ``/proc``...).
+    """
+    fd, probe = tempfile.mkstemp(prefix=".edgepack-probe-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)

@@ -13,7 +13,6 @@ The files themselves (pointer, slots, lock, clean-up) are read and written by :m
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from .errors import (
     StoreNotWritableError,
     StoreStateError,
 )
+from .fileio import probe_writable
 from .session import Session, load
 from .store_state import LOCK, LOG, SCHEMA, SLOTS, STATE, SlotInfo, StoreStatus, log
 from .store_state import StoreState as _State
@@ -315,9 +315,7 @@ class BundleStore:
     def _prepare(self) -> None:
         try:
             (self.directory / SLOTS).mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".probe-", suffix=".tmp", dir=self.directory)
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(self.directory)
         except OSError as exc:
             raise StoreNotWritableError(
                 f"bundle store {self.directory} cannot be created or written ({exc.strerror or exc}); use a "

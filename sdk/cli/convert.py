@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,7 +170,7 @@ def check_output(out: Path | None) -> None:
     Raises:
         ConfigError: saying what to pass instead.
     """
-    import tempfile
+    from edgepack.runtimes.fileio import probe_writable
 
     folder = out.parent if out is not None else Path.cwd()
     if out is not None and out.is_dir():
@@ -179,9 +178,7 @@ def check_output(out: Path | None) -> None:
     if not folder.is_dir():
         raise ConfigError(f"-o {out}: folder {folder} does not exist; create it or pass another path.")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".edgepack-probe-", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as exc:
         where = f"-o {out}" if out is not None else "the current folder (the default output)"
         raise ConfigError(f"cannot write {where}: {folder} is not writable ({exc.strerror or exc}); pass -o with a "
