@@ -135,13 +135,13 @@ class TFLiteFormat(ModelFormatPlugin):
     def open(self, data: bytes, *, reference: bool = False, num_threads: int | None = None) -> Engine:
         delegate = "xnnpack"
         if reference:  # plain kernels, unless custom ops exist only in a delegate (then the gap is 0)
-            needs, _ = custom_op_delegates(data)
+            needs, _ = self._custom_op_delegates(data)
             delegate = needs[0] if needs else "cpu"
         return open_litert(data, delegate=delegate, num_threads=num_threads)
 
     def describe(self, data: bytes, engine: Engine) -> Description:
         summary = summarize(data)
-        needs, outcomes = custom_op_delegates(data)
+        needs, outcomes = self._custom_op_delegates(data)
         warning = None
         if summary.custom_ops:
             where = f"run only on {', '.join(needs)}" if needs else "run on the plain CPU kernels"
@@ -155,6 +155,14 @@ class TFLiteFormat(ModelFormatPlugin):
             warning=warning,
             delegates=needs,
         )
+
+    def _custom_op_delegates(self, data: bytes) -> tuple[tuple[str, ...], dict[str, str]]:
+        """:func:`custom_op_delegates` once per exported model: ``describe`` and the reference engine both ask, and
+        for a model with custom ops each answer loads it on every delegate."""
+        probed: tuple[bytes, tuple[tuple[str, ...], dict[str, str]]] | None = getattr(self, "_probed", None)
+        if probed is None or probed[0] is not data:
+            probed = self._probed = (data, custom_op_delegates(data))
+        return probed[1]
 
     def io_order(self, engine: Engine, source: Source) -> tuple[list[int], list[str]]:
         if not isinstance(engine, TFLiteEngine) or not isinstance(source, SourceModel):
