@@ -23,9 +23,6 @@ from .errors import CalibrationError, ConversionError
 from .formats.base import ModelFormatPlugin, Source
 from .validate import Thresholds, Validation, agreement, check, run_batch
 
-#: Bundles hold one file per model, capped at 2 GB (and protobuf cannot serialise more).
-MAX_MODEL_BYTES = MAX_FILE_BYTES
-
 
 @dataclass
 class ModelArtifact:
@@ -74,7 +71,7 @@ def build_artifact(
                               f"format={fmt.name!r}).")
     t0 = time.perf_counter()
     data, export_report = fmt.export(source, recipe, calibration=calibration)
-    if len(data) > MAX_MODEL_BYTES:
+    if len(data) > MAX_FILE_BYTES:
         raise ConversionError(f"the {recipe.precision.value} model is {len(data)} bytes; bundles hold up to 2 GB.")
     convert_s = time.perf_counter() - t0
     engine = fmt.open(data)

@@ -27,9 +27,6 @@ from edgepack.runtimes.errors import ModelLoadError, UnsupportedOperatorError, U
 
 SUPPORTED = ("an .onnx file, a torch.nn.Module with example_input=..., a .keras/.h5 file, a SavedModel "
              "directory, a keras.Model or an onnx.ModelProto")
-#: Bundles hold one file per model, capped at 2 GB (and protobuf cannot serialise more).
-MAX_MODEL_BYTES = MAX_FILE_BYTES
-
 Reference = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
@@ -138,7 +135,7 @@ def from_model_proto(model: Any, *, kind: str, name: str, file_name: str, sha256
                      reference: Reference | None = None, provenance: dict[str, Any] | None = None) -> OnnxSource:
     """Check size and loadability in ORT, then wrap a ``ModelProto`` as an :class:`OnnxSource`."""
     size = model.ByteSize()
-    if size > MAX_MODEL_BYTES:
+    if size > MAX_FILE_BYTES:
         raise OnnxModelError(f"{file_name} is {size} bytes with its weights; bundles hold models up to 2 GB.")
     if not model.graph.node:
         raise OnnxModelError(f"{file_name} has an empty graph; it is not a usable ONNX model.")
