@@ -76,6 +76,71 @@ class OnnxOptions:
 _NO_ONNX = OnnxOptions()
 
 
+class Importance(str, Enum):
+    """How structured pruning ranks channels: weight magnitude, or activations measured on data."""
+
+    L1 = "l1"
+    L2 = "l2"
+    ACTIVATION = "activation"
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Pruning done before quantization (``convert --prune channels=0.5``); saved in the bundle's recipe.
+
+    ``channels``: the fraction of prunable channels/units removed (a smaller dense model); ``sparsity``: the
+    fraction of weights set to zero (unstructured; the bundle shrinks when compressed). Both may be given.
+    """
+
+    channels: float | None = None
+    sparsity: float | None = None
+    importance: Importance = Importance.L1
+    #: Channel counts are rounded to a multiple of this (None: the target's ``channel_multiple``).
+    round_to: int | None = None
+    #: Fine-tuning epochs after pruning (0: none; labelled data trains, unlabelled data distils).
+    epochs: int = 2
+    #: Sparsity: one threshold over every prunable layer (True) or the same fraction in each layer (False).
+    global_sparsity: bool = True
+
+    def __post_init__(self) -> None:
+        if self.channels is None and self.sparsity is None:
+            raise ConfigError("prune options need channels=R or sparsity=R (a fraction between 0 and 1).")
+        for key in ("channels", "sparsity"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 < float(value) < 1.0:
+                raise ConfigError(f"prune {key}={value!r} must lie strictly between 0 and 1 (0.5 removes half).")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"prune round_to={self.round_to} must be 1 or more.")
+        if self.epochs < 0:
+            raise ConfigError(f"prune epochs={self.epochs} must be 0 or more.")
+
+    @classmethod
+    def parse(cls, text: str) -> PruneOptions:
+        """``"channels=0.5"``, ``"sparsity=0.5,epochs=3"``, ``"channels=0.3,importance=l2,round_to=8"``."""
+        values: dict[str, object] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in {f.name for f in fields(cls)}:
+                raise ConfigError(f"cannot read prune option {part!r}; write e.g. channels=0.5 or sparsity=0.5,"
+                                  f"epochs=2 (keys: {', '.join(f.name for f in fields(cls))}).")
+            values[key] = value.strip()
+        try:
+            typed: dict[str, object] = {}
+            for key, value in values.items():
+                if key in ("channels", "sparsity"):
+                    typed[key] = float(str(value))
+                elif key in ("round_to", "epochs"):
+                    typed[key] = int(str(value))
+                elif key == "global_sparsity":
+                    typed[key] = str(value).lower() in ("1", "true", "yes", "global")
+                else:
+                    typed[key] = Importance(str(value).lower())
+        except ValueError as exc:
+            raise ConfigError(f"cannot read prune options {text!r} ({exc}); write e.g. channels=0.5.") from None
+        return cls(**typed)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Recipe:
     """What to do to a model. Build it with a factory (:func:`full_int8`...) and tweak with ``replace``.
@@ -92,6 +157,8 @@ class Recipe:
     exclude: tuple[str, ...] = ()
     name: str = ""
     onnx: OnnxOptions | None = None
+    #: Prune before quantizing (None: no pruning).
+    prune: PruneOptions | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "format", str(getattr(self.format, "value", self.format)))

@@ -33,6 +33,8 @@ class Target:
     precisions: tuple[Precision, ...]
     budgets: Budgets = Budgets()
     description: str = ""
+    #: Structured pruning rounds channel counts to a multiple of this (what the target's kernels like).
+    channel_multiple: int = 4
 
     def to_json(self) -> dict[str, object]:
         """JSON form, as saved in the bundle manifest."""
