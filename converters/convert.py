@@ -102,7 +102,8 @@ def convert(
                               f"{', '.join(p.value for p in tgt.precisions)}); pick one of those, or describe your "
                               "board in a target JSON file (`edgepack targets --json` shows the form).")
     label_list = _labels(labels)
-    sources: dict[str, Source] = {}
+    sources: dict[Any, Source] = {}
+    pruned: dict[Any, Any] = {}
     try:
         artifacts: list[ModelArtifact] = []
         assumed: str | None = None
@@ -118,6 +119,10 @@ def convert(
                 check_preprocessing(preprocessing, fmt.input_specs(source)[0])
             samples, golden = _samples(fmt, source, rec, calibration, input_shapes=input_shapes,
                                        preprocessing=preprocessing, progress=progress)
+            pruning: dict[str, Any] | None = None
+            if rec.prune is not None:  # prune (and distil on the calibration samples) before quantizing
+                source, pruning = _pruned_source(fmt, model, rec, samples, pruned, sources, tgt,
+                                                 example_input=example_input, progress=progress)
             # Hold back ~10 % of the samples: never seen by the calibrator, used to judge the result.
             hold = 0 if len(samples) < 2 else max(1, min(len(samples) // 10, 64))
             calib, held = samples[: len(samples) - hold], samples[len(samples) - hold :]
@@ -132,6 +137,8 @@ def convert(
             if compatibility:
                 artifact.report["runtime_compatibility"] = compatibility
             artifact.report["recipe"] = rec.to_json()
+            if pruning is not None:
+                artifact.report["pruning"] = pruning
             artifacts.append(artifact)
             figures = {"calibration_samples": len(calib), "held_back_samples": len(held),
                        "calibration_sha256": data_hash(samples) if samples else None}
@@ -156,6 +163,28 @@ def convert(
     finally:
         for src in sources.values():
             src.close()
+
+
+def _pruned_source(fmt: ModelFormatPlugin, model: Any, rec: Recipe, samples: list[list[np.ndarray]],
+                   pruned: dict[Any, Any], sources: dict[Any, Source], target: Target, *, example_input: Any,
+                   progress: bool) -> tuple[Source, dict[str, Any]]:
+    """The source pruned as ``rec.prune`` says (distilled from the unpruned model on the calibration samples),
+    pruned once per option set and loaded once per format."""
+    from .errors import PruningError
+    from .pruning.apply import prune_model
+
+    options = rec.prune
+    if options not in pruned:
+        if samples and len(samples[0]) != 1:
+            raise PruningError(f"pruning takes one-input models; this one has {len(samples[0])} inputs.")
+        x = np.concatenate([s[0] for s in samples]) if samples else None
+        pruned[options] = prune_model(model, x, options=options, round_to=target.channel_multiple,
+                                      example_input=example_input, progress=progress)
+    result = pruned[options]
+    key = (rec.format, options)
+    if key not in sources:
+        sources[key] = fmt.load_source(result.model, example_input=example_input)
+    return sources[key], result.report
 
 
 def _labels(labels: Sequence[str] | str | Path | None) -> list[str] | None:

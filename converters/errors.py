@@ -35,3 +35,8 @@ class OnnxOperatorError(OnnxModelError, UnsupportedOperatorError):
 
 class ExportError(SourceModelError):
     """A framework model (PyTorch, Keras/SavedModel) could not be exported to ONNX."""
+
+
+class PruningError(ConversionError):
+    """A model cannot be pruned as asked (nothing prunable, a layer whose channel groups cannot be resolved,
+    fine-tuning data that does not fit)."""

@@ -257,7 +257,8 @@ def _thread_ids() -> list[int]:
         return [0]
 
 
-def _ready(session: Session, data: Inputs | None) -> list[np.ndarray]:
+def ready_inputs(session: Session, data: Inputs | None) -> list[np.ndarray]:
+    """``data`` (default: the bundle's golden inputs) checked and converted to exactly what the model takes."""
     if data is None:
         arrays: list[np.ndarray] = session.bundle.golden_inputs()
     else:
@@ -330,7 +331,7 @@ def benchmark(
             session = load(model, backend=backend, delegates=delegates, num_threads=threads)
             load_s = time.perf_counter() - t
         rss_after = current_rss_bytes()
-        x = _ready(session, data)
+        x = ready_inputs(session, data)
         t = time.perf_counter()
         session.run(x)
         first_s = time.perf_counter() - t

@@ -58,13 +58,19 @@ RPI4 = Target(
     name="rpi4", arch="aarch64", cores=4, runtimes=("litert", "tflite-runtime", "onnxruntime"),
     delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=50_000_000, ram_bytes=1_000_000_000, latency_ms=100.0),
-    description="Raspberry Pi 4 (Cortex-A72, 64-bit OS); no usable GPU delegate — XNNPACK on the CPU.",
+    description="Raspberry Pi 4 (Cortex-A72, 4 cores, 64-bit OS): LiteRT (ai-edge-litert) with XNNPACK on the CPU, "
+                "no usable GPU delegate; tflite-runtime 2.14 if installed (old op versions); ONNX Runtime from PyPI "
+                "has no XNNPACK provider (its own CPU kernels).",
+    channel_multiple=8,  # XNNPACK arm64 on Cortex-A72 (no dotprod): int8 GEMM 2x8c8 and fp32 6x8 tile 8 output channels
 )
 RPI5 = Target(
     name="rpi5", arch="aarch64", cores=4, runtimes=("litert", "tflite-runtime", "onnxruntime"),
     delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=100_000_000, ram_bytes=2_000_000_000, latency_ms=50.0),
-    description="Raspberry Pi 5 (Cortex-A76, 64-bit OS); XNNPACK on the CPU.",
+    description="Raspberry Pi 5 (Cortex-A76, 4 cores, 64-bit OS): LiteRT (ai-edge-litert) with XNNPACK on the CPU, "
+                "no usable GPU delegate; tflite-runtime 2.14 if installed (old op versions); ONNX Runtime from PyPI "
+                "has no XNNPACK provider (its own CPU kernels).",
+    channel_multiple=16,  # XNNPACK arm64 on Cortex-A76 (dotprod): int8 GEMM 4x16c4 tiles 16 channels (fp32 6x8: 8)
 )
 ANDROID_PHONE = Target(
     name="android-phone", arch="aarch64", cores=8, runtimes=("litert", "onnxruntime"),
@@ -72,24 +78,28 @@ ANDROID_PHONE = Target(
                                                         Precision.DYNAMIC_INT8, Precision.INT16X8),
     budgets=Budgets(model_bytes=50_000_000, ram_bytes=500_000_000, latency_ms=33.0),
     description="Android phone: GPU delegate (fp16), NNAPI (int8), XNNPACK fallback.",
+    channel_multiple=16,  # XNNPACK int8 GEMM on dotprod/i8mm cores is 4x16c4/4x16c8 (16); GPU slices of 4 divide it
 )
 ARM64_BOARD = Target(
     name="arm64-board", arch="aarch64", cores=4, runtimes=("litert", "onnxruntime", "tflite-runtime"),
     delegates=("gpu", "xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(model_bytes=100_000_000, ram_bytes=1_000_000_000, latency_ms=100.0),
     description="Generic arm64 Linux board (Rockchip, i.MX, Amlogic...).",
+    channel_multiple=16,  # unknown core: XNNPACK arm64 int8 tiles 16 (A53/A55, dotprod) or 8 (A72); 16 suits both
 )
 JETSON = Target(
     name="jetson", arch="aarch64", cores=6, runtimes=("onnxruntime", "litert"),
     delegates=("gpu", "cpu"), precisions=(Precision.FP16, Precision.FP32, Precision.FULL_INT8),
     budgets=Budgets(model_bytes=500_000_000, ram_bytes=4_000_000_000, latency_ms=20.0),
     description="NVIDIA Jetson: ONNX Runtime with TensorRT/CUDA providers.",
+    channel_multiple=8,  # fp16 first: TensorRT/CUDA tensor cores want multiples of 8 (the CPU fallback tiles 8/16)
 )
 X86 = Target(
     name="x86", arch="x86_64", cores=2, runtimes=("litert", "onnxruntime"),
     delegates=("xnnpack", "cpu"), precisions=_CPU_PRECISIONS,
     budgets=Budgets(),
     description="x86-64 host or mini-PC, CPU only.",
+    channel_multiple=8,  # measured (benchmarks/channel_multiple.py): int8 XNNPACK latency is flat in blocks of 8
 )
 
 _TARGETS: dict[str, Target] = {}

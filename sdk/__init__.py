@@ -12,6 +12,7 @@ from typing import Any
 _LAZY = {
     "__version__": ("edgepack.runtimes.versions", "EDGEPACK_VERSION"),
     "convert": ("edgepack.api", "convert"),
+    "prune": ("edgepack.pruning", "prune"),
     "ConvertedBundle": ("edgepack.api", "ConvertedBundle"),
     "ImageFolder": ("edgepack.converters.calibration", "ImageFolder"),
     "targets": ("edgepack.runtimes.target", None),

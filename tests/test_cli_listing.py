@@ -165,3 +165,11 @@ def test_multi_variant_bundle_from_a_target_file(fashion_model_path: Path, calib
     text = capsys.readouterr().out
     assert "target: test-board" in text and "recipe None" not in text
     assert "recipe onnx_fp32 (onnx, fp32)" in text and "recipe qdq_int8 (onnx, full_int8)" in text
+
+
+def test_exclude_goes_to_tflite_full_int8_when_no_onnx_recipe_is_named() -> None:
+    args = build_parser().parse_args(["convert", "m.keras", "--recipe", "fp32,full-int8", "--exclude", "dense_1"])
+    fp32, int8 = recipes_from(args)
+    assert (fp32.exclude, int8.exclude) == ((), ("dense_1",))
+    with pytest.raises(ConfigError, match="makes none"):
+        recipes_from(build_parser().parse_args(["convert", "m.keras", "--recipe", "fp32", "--exclude", "dense_1"]))

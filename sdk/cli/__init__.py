@@ -26,7 +26,7 @@ EXIT_BROKEN_PIPE = 141
 
 #: The verb-group modules (``edgepack.cli.<name>``), in help order. Each ``register(subparsers)`` adds its parsers
 #: and sets ``handler=`` (a function taking the parsed args and returning the exit code).
-VERB_GROUPS = ("convert", "bundle", "keys", "device", "store", "measure", "listing")
+VERB_GROUPS = ("convert", "prune", "bundle", "keys", "device", "store", "measure", "listing")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ def _targets(args: argparse.Namespace) -> int:
     for t in chosen:
         if t.description:
             print(f"  {t.name}: {t.description}")
+    print("  --recipe auto gets latency: " + "; ".join(f"{t.name}: {auto_latency_source(t)}" for t in chosen))
     return 0
 
 
@@ -45,6 +46,19 @@ def target_row(t: Target) -> list[str]:
     b = t.budgets
     return [t.name, t.arch, str(t.cores), ",".join(t.runtimes), ",".join(t.delegates), ",".join(t.precisions),
             _size(b.model_bytes), _size(b.ram_bytes), "-" if b.latency_ms is None else f"{b.latency_ms:g} ms"]
+
+
+def auto_latency_source(t: Target) -> str:
+    """Where ``--recipe auto`` gets the target's latency: ``here`` (this machine's CPU), else ``--device`` or the
+    target's measured table (an estimate)."""
+    from edgepack.auto.measure import is_host_target
+
+    if is_host_target(t):
+        return "here"
+    from importlib import resources
+
+    has_table = resources.files("edgepack.auto").joinpath("measured", f"{t.name}.json").is_file()
+    return "--device or its table (estimate)" if has_table else "--device"
 
 
 def _size(n: int | None) -> str:

@@ -156,3 +156,36 @@ def layer_errors(report: QuantDebugReport, *, top: int = 15, title: str = "") ->
     ax.set_title(title or f"per-layer error, worst {len(layers)} ({report.method})", fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
+
+
+def auto_candidates(auto: dict[str, Any], *, title: str = "") -> bytes:
+    """``--recipe auto`` candidates: accuracy (or 100 − drop) vs p50 latency (or estimated × fp32), marker area ∝
+    model bytes; the winner ringed, candidates over a budget hollow."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    rows = [c for c in auto.get("candidates", []) if c.get("bytes")]
+    biggest = max((c["bytes"] for c in rows), default=1)
+    est = bool(auto.get("estimate"))
+    xs = []
+    for k, c in enumerate(rows):
+        x = c.get("estimated_vs_fp32") if est else c.get("p50_ms")
+        y = c.get("accuracy") if c.get("accuracy") is not None else (
+            None if c.get("accuracy_drop") is None else 100 - c["accuracy_drop"])
+        if x is None or y is None:
+            continue
+        xs.append(x)
+        color = COLORS[k % len(COLORS)]
+        won = c.get("status") == "won"
+        ax.scatter([x], [y], s=60 + 900 * c["bytes"] / biggest, color=color if won or "budget" not in
+                   c.get("reason", "") else "none", edgecolors="black" if not won else "red",
+                   linewidths=2.5 if won else 0.8, alpha=0.75, label=f"{c['candidate']} ({c['bytes'] / 1e6:.2f} MB)")
+        ax.annotate(c["candidate"] + (" ★" if won else ""), (x, y), textcoords="offset points",
+                    xytext=(10, 8), fontsize=7)
+    if xs and max(xs) / max(min(xs), 1e-9) > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel("estimated latency (× fp32, from the target's table)" if est else "latency p50 on the target (ms)")
+    ax.set_ylabel("top-1 accuracy" if any(c.get("accuracy") is not None for c in rows) else "100 − accuracy drop")
+    ax.set_title(title or f"--recipe auto for {auto.get('target')}: accuracy vs latency vs size (★ chosen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", markerscale=0.4)
+    return _png(fig)

@@ -59,6 +59,8 @@ class ReportEntry:
     bench: BenchResult
     qdebug: QuantDebugReport | None
     qdebug_note: str
+    #: ``report["auto"]`` of a bundle made with ``--recipe auto`` (every measured candidate), else None.
+    auto: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Report:
         for e in self.entries:
             if e.qdebug is not None:
                 figs[f"layers_{_slug(e.name)}.png"] = plots.layer_errors(e.qdebug, title=f"{e.name}: worst layers")
+            if e.auto is not None:
+                figs[f"auto_{_slug(e.name)}.png"] = plots.auto_candidates(e.auto)
         return figs
 
     def write(self, folder: str | os.PathLike[str]) -> ReportFiles:
@@ -194,6 +198,13 @@ class Report:
             if e.evaluation.accuracy is not None:
                 body.append(f"<details><summary>{html.escape(e.name)}: confusion matrix</summary>"
                             f"<pre>{html.escape(e.evaluation.confusion_table())}</pre></details>")
+        for e in self.entries:
+            if e.auto is not None:
+                from edgepack.auto.report import HEADERS, rows
+
+                body += [f"<h2>{html.escape(e.name)}: --recipe auto candidates</h2>",
+                         img(f"auto_{_slug(e.name)}.png", "candidates: accuracy vs latency vs size"),
+                         _html_table([HEADERS, *rows(e.auto)])]
         body.append("<h2>Per-layer quantization error</h2>")
         for e in self.entries:
             if e.qdebug is None:
@@ -299,6 +310,8 @@ def build_report(
         PlotsUnavailableError (no matplotlib: checked first), ReportError, BackendUnavailableError, EvalDataError,
         LabelMismatchError, InputSpecError, BenchmarkError.
     """
+    from edgepack.auto.report import auto_report_of
+
     plots.require()
     paths = [Path(os.fspath(b)) for b in bundles]
     if not paths:
@@ -330,7 +343,7 @@ def build_report(
                     why = str(exc)
             entries.append(ReportEntry(name=ev.model, path=str(path), precision=bench.model.precision,
                                        size_bytes=bench.model.bytes, evaluation=ev, bench=bench, qdebug=qdebug,
-                                       qdebug_note=why))
+                                       qdebug_note=why, auto=auto_report_of(path)))
             bar.advance()
     ref_name = evals[0].reference
     return Report(data=dataset.name, samples=evals[0].samples, reference=ref_name, entries=tuple(entries),

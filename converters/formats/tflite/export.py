@@ -10,6 +10,7 @@ import numpy as np
 from edgepack.converters.errors import ConversionError
 from edgepack.converters.formats.tflite.source import SourceModel
 from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
+from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.recipe import IODType, Precision, Recipe
 
 
@@ -21,7 +22,8 @@ def configured_converter(source: SourceModel, recipe: Recipe, *,
     ``calibration`` samples are in the source signature's input order (sorted by name).
 
     Raises:
-        ConversionError: the source cannot be re-converted, ``recipe.exclude`` is set, or calibration is missing.
+        ConversionError: the source cannot be re-converted, or calibration is missing.
+        ConfigError: ``recipe.exclude`` is set on a recipe that is not full int8.
     """
     tf = import_tensorflow()
     if source.saved_model_dir is None:
@@ -32,12 +34,19 @@ def configured_converter(source: SourceModel, recipe: Recipe, *,
     else:
         conv = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     p = recipe.precision
-    if recipe.exclude:
-        raise ConversionError("recipe.exclude is not supported for TFLite conversion; use an ONNX QDQ recipe.")
+    if recipe.exclude and p is not Precision.FULL_INT8:  # full int8 keeps them in float: selective.py
+        raise ConfigError(f"recipe.exclude keeps layers in float inside a full-int8 TFLite model; a {p.value} "
+                          "recipe has no int8 layers to exclude — remove exclude.")
     if p is not Precision.FP32:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if p is Precision.FP16:
         conv.target_spec.supported_types = [tf.float16]
+    # Sparse weight storage (DENSIFY) only for float models, measured (benchmarks/sparsity.py): XNNPACK refuses
+    # dynamic-range + sparsity ("failed to delegate CONV_2D"); full int8 loads but deflates 10-12 % larger than the
+    # same zeros stored dense; fp32/fp16 load with identical outputs, a 3x smaller file (5 % smaller deflated).
+    # No speed-up is claimed: LiteRT's x86 XNNPACK densifies the weights at load (same latency as dense storage).
+    if recipe.prune is not None and recipe.prune.sparsity and p in (Precision.FP32, Precision.FP16):
+        conv.optimizations = [*conv.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if recipe.needs_calibration:
         if not calibration:
             raise ConversionError(f"{p.value} needs calibration data (100-500 samples); pass --calibration DIR or .npy "
@@ -70,6 +79,10 @@ def export_tflite(source: SourceModel, recipe: Recipe, *, calibration: Sequence[
     ``calibration`` samples are in the source signature's input order (sorted by name).
     """
     conv = configured_converter(source, recipe, calibration=calibration)
+    if recipe.exclude:
+        from edgepack.converters.formats.tflite.selective import export_selective
+
+        return export_selective(conv, recipe)
     from tensorflow.lite.python.convert_phase import ConverterError
 
     try:
