@@ -4,6 +4,7 @@ by format sits behind :class:`~.formats.base.ModelFormatPlugin`."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -249,8 +250,16 @@ def _runtime_compatibility(artifact: ModelArtifact, target: Target) -> dict[str,
             raise ConversionError(f"target {target.name} runs {artifact.format} only with {runtime}, which lacks "
                                   f"{', '.join(problems)}; use fp32 or full-int8 for this target.")
         warnings.warn(f"{runtime} on {target.name} cannot run this model ({', '.join(problems)}); "
-                      "it needs ai-edge-litert there.", stacklevel=3)
+                      "it needs ai-edge-litert there.", stacklevel=_user_stacklevel())
     return result
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside edgepack (API wrappers included)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("edgepack"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _default_postprocessing(labels: list[str] | None, golden_outputs: Sequence[np.ndarray]) -> Postprocessing:

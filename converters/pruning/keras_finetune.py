@@ -203,7 +203,10 @@ def finetune(student: keras.Model, x: np.ndarray, y: np.ndarray | None = None, *
     n_val = int(len(xs[0]) * validation_split)
     split = validation_split if n_val >= 1 and len(xs[0]) - n_val >= 1 else 0.0
     steps = math.ceil((len(xs[0]) - int(len(xs[0]) * split)) / batch_size) * epochs
-    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
+    # Cosine decay to 0 over the run (as finetune_torch does): a constant rate left a pruned MobileNet-style net
+    # 6 points short after 2 epochs; decayed it lost 0.4 (benchmarks/pruning_mobilenet.py).
+    rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
+    student.compile(optimizer=keras.optimizers.Adam(rate), loss=losses)
     with ProgressBar(steps, f"fine-tuning ({mode})", enabled=progress) as bar:
         tracker = _tracker(bar, epochs, masks, student)
         cbs = [*callbacks, tracker]  # the schedule (if any) updates masks before the tracker applies them

@@ -110,6 +110,25 @@ def _keep_smallest_out(values: np.ndarray, k: int) -> np.ndarray:
     return keep
 
 
+def keep_masks(weights: dict[str, np.ndarray], eligible: dict[str, np.ndarray], ratio: float, *,
+               global_sparsity: bool) -> dict[str, np.ndarray]:
+    """Keep-masks for ``eligible`` that zero the smallest magnitudes: globally ``ratio`` of all ``weights`` (the
+    ineligible ones count but stay dense), or ``ratio`` of each eligible array."""
+    masks: dict[str, np.ndarray] = {}
+    if global_sparsity:
+        total = sum(w.size for w in weights.values())
+        flat = np.concatenate([np.abs(w.astype(np.float32)).ravel() for w in eligible.values()])
+        keep = _keep_smallest_out(flat, min(round(ratio * total), flat.size))
+        start = 0
+        for n, w in eligible.items():
+            masks[n] = keep[start:start + w.size].reshape(w.shape)
+            start += w.size
+    else:
+        for n, w in eligible.items():
+            masks[n] = _keep_smallest_out(np.abs(w.astype(np.float32)).ravel(), round(ratio * w.size)).reshape(w.shape)
+    return masks
+
+
 def magnitude_masks(model: Any, *, sparsity: float, global_sparsity: bool = True,
                     min_weights: int = MIN_WEIGHTS) -> SparsityMasks:
     """Keep-masks that zero the smallest-magnitude weights of every prunable kernel.
@@ -131,20 +150,7 @@ def magnitude_masks(model: Any, *, sparsity: float, global_sparsity: bool = True
     if not eligible:
         raise PruningError(f"every prunable kernel has fewer than {min_weights} weights; nothing worth pruning "
                            f"({', '.join(kernels)}).")
-    masks: dict[str, np.ndarray] = {}
-    if global_sparsity:
-        total = sum(w.size for w in kernels.values())
-        pool = sum(w.size for w in eligible.values())
-        k = min(round(ratio * total), pool)
-        flat = np.concatenate([np.abs(w).ravel() for w in eligible.values()])
-        keep = _keep_smallest_out(flat, k)
-        start = 0
-        for n, w in eligible.items():
-            masks[n] = keep[start:start + w.size].reshape(w.shape)
-            start += w.size
-    else:
-        for n, w in eligible.items():
-            masks[n] = _keep_smallest_out(np.abs(w).ravel(), round(ratio * w.size)).reshape(w.shape)
+    masks = keep_masks(kernels, eligible, ratio, global_sparsity=global_sparsity)
     return SparsityMasks(masks=masks, dense=dense)
 
 

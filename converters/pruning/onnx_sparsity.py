@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgepack.converters.errors import PruningError
-from edgepack.converters.pruning.keras_sparsity import MIN_WEIGHTS, _keep_smallest_out, check_ratio
+from edgepack.converters.pruning.keras_sparsity import MIN_WEIGHTS, check_ratio, keep_masks
 
 #: op type → input positions holding weights (biases are left alone).
 _WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1)}
@@ -55,18 +55,7 @@ def sparsify_onnx(model: Any, *, sparsity: float, global_sparsity: bool = True,
     eligible = {n: w for n, w in weights.items() if n not in dense}
     if not eligible:
         raise PruningError(f"every weight initializer has fewer than {min_weights} values; nothing worth pruning.")
-    masks: dict[str, np.ndarray] = {}
-    if global_sparsity:
-        total = sum(w.size for w in weights.values())
-        flat = np.concatenate([np.abs(w.astype(np.float32)).ravel() for w in eligible.values()])
-        keep = _keep_smallest_out(flat, min(round(ratio * total), flat.size))
-        start = 0
-        for n, w in eligible.items():
-            masks[n] = keep[start:start + w.size].reshape(w.shape)
-            start += w.size
-    else:
-        for n, w in eligible.items():
-            masks[n] = _keep_smallest_out(np.abs(w.astype(np.float32)).ravel(), round(ratio * w.size)).reshape(w.shape)
+    masks = keep_masks(weights, eligible, ratio, global_sparsity=global_sparsity)
     final = dict(weights)
     for n, keep_mask in masks.items():
         final[n] = np.where(keep_mask, weights[n], 0).astype(weights[n].dtype)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgepack.examples.datasets import load_fashion_mnist
+from edgepack.examples.fashion import train_on_fashion
 
 
 def attention_cnn(*, heads: int = 2, seed: int = 0) -> Any:
@@ -43,18 +43,4 @@ def attention_cnn(*, heads: int = 2, seed: int = 0) -> Any:
 def train_attention_cnn(path: str | Path, *, epochs: int = 4, limit: int | None = 12000, heads: int = 2,
                         seed: int = 0) -> Path:
     """Train on the real Fashion-MNIST training set and save as ``.keras`` (cached: reused if present)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    import keras
-
-    x, y = load_fashion_mnist("train", limit=limit)
-    model = attention_cnn(heads=heads, seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x[..., None].astype("float32") / 255.0, y, epochs=epochs, batch_size=128, verbose=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
-    return path
+    return train_on_fashion(path, lambda: attention_cnn(heads=heads, seed=seed), epochs=epochs, limit=limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +40,23 @@ def fashion_cnn(*, seed: int = 0) -> Any:
 
 def train_fashion_cnn(path: str | Path, *, epochs: int = 3, limit: int | None = None, seed: int = 0) -> Path:
     """Train on the real Fashion-MNIST training set and save as ``.keras`` (cached: reused if present)."""
+    return train_on_fashion(path, lambda: fashion_cnn(seed=seed), epochs=epochs, limit=limit, verbose=2)
+
+
+def train_on_fashion(path: str | Path, make_model: Callable[[], Any], *, epochs: int, limit: int | None,
+                     verbose: int = 0) -> Path:
+    """Train ``make_model()`` (28x28x1 in, 10 logits) on the real Fashion-MNIST training set and save it as
+    ``.keras`` atomically (cached: reused if present)."""
     path = Path(path)
     if path.is_file():
         return path
     import keras
 
     x, y = load_fashion_mnist("train", limit=limit)
-    model = fashion_cnn(seed=seed)
+    model = make_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x[..., None].astype("float32") / 255.0, y, epochs=epochs, batch_size=128, verbose=2)
+    model.fit(x[..., None].astype("float32") / 255.0, y, epochs=epochs, batch_size=128, verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
