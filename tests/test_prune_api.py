@@ -141,3 +141,55 @@ def _tiny_onnx(folder: Path) -> Path:
     path = folder / "mlp.onnx"
     onnx.save(model, path)
     return path
+
+
+def test_prune_torch_module_channels_measured_in_onnx_runtime(fashion_train, fashion_test) -> None:
+    """ep.prune on a PyTorch module: torch-pruning, fine-tuning, both exported to ONNX and timed in ORT."""
+    import torch
+
+    import edgepack as ep
+    from edgepack.examples.mobilenet import mobilenet_torch
+
+    torch.set_num_threads(1)
+    module = mobilenet_torch(width=0.5)
+    x, y = fashion_train
+    xt, yt = fashion_test
+    result = ep.prune(module, (x[:400], y[:400]), channels=0.5, epochs=1, recipe="fp32", eval_data=(xt[:200], yt[:200]),
+                      example_input=torch.zeros(1, 1, 28, 28), progress=False)
+    pr, m = result.report["pruning"], result.report["measured"]
+    assert pr["framework"] == "torch" and pr["params_after"] < 0.5 * pr["params_before"]
+    assert m["format"] == "onnx" and m["model_bytes_after"] < m["model_bytes_before"]
+    assert m["latency_p50_ms_after"] > 0 and m["eval_samples"] == 200
+    assert sum(p.numel() for p in module.parameters()) == pr["params_before"]  # the user's module is untouched
+
+
+def test_prune_torch_sparsity_survives_fine_tuning(fashion_train) -> None:
+    import torch
+
+    import edgepack as ep
+    from edgepack.converters.pruning.torch_sparsity import weight_sparsity
+    from edgepack.examples.mobilenet import mobilenet_torch
+
+    torch.set_num_threads(1)
+    x, _ = fashion_train
+    result = ep.prune(mobilenet_torch(width=0.5), x[:300], sparsity=0.6, epochs=1, measure=False,
+                      example_input=torch.zeros(1, 1, 28, 28), progress=False)
+    assert result.report["pruning"]["fine_tune_mode"] == "distill"
+    # pruned again after training: the zeros are where they were claimed
+    assert abs(weight_sparsity(result.model)["sparsity"] - 0.6) < 0.02
+
+
+def test_cli_prune_plain_image_folder_distils(fashion_model_path: Path, labelled, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, image in enumerate(labelled[0][:40]):
+        Image.fromarray(image).save(folder / f"{k:03d}.png")
+    out = tmp_path / "p.keras"
+    rc = main(["prune", str(fashion_model_path), "--channels", "0.5", "--epochs", "1", "--data", str(folder),
+               "--recipe", "fp32", "--force", "-o", str(out)])
+    assert rc == 0 and out.is_file()
+    report = json.loads(out.with_name("p.prune.json").read_text())
+    assert report["pruning"]["fine_tune_mode"] == "distill" and report["data"]["labels"] is False
+    assert report["measured"]["accuracy_metric"].startswith("top-1 agreement")
