@@ -101,10 +101,11 @@ class Session:
                 before the interpreter is touched, so the session stays usable.
         """
         fast = self._fast1
-        if fast is not None and type(inputs) is np.ndarray and inputs.shape == fast[0] and inputs.dtype == fast[1]:
+        one = inputs[0] if type(inputs) in (list, tuple) and len(inputs) == 1 else inputs  # type: ignore[index]
+        if fast is not None and type(one) is np.ndarray and one.shape == fast[0] and one.dtype == fast[1]:
             if self._fast_float:
-                check_finite(inputs, self._in_specs[0])  # one sum: the hot path's only check
-            ready = [inputs]  # hot path: exactly the tensor the model takes, nothing to convert
+                check_finite(one, self._in_specs[0])  # one sum: the hot path's only check
+            ready = [one]  # hot path: exactly the tensor the model takes (alone or in a list), nothing to convert
         else:
             ready = []
             for arr, spec in zip(as_input_list(inputs, self._in_specs), self._in_specs):

@@ -155,6 +155,8 @@ def test_nan_and_inf_inputs_are_refused_naming_the_input(session) -> None:  # ty
         x[0, 3, 4, 0] = bad
         with pytest.raises(InputSpecError, match=f"{name!r} holds 1 NaN/inf"):
             session.run(x)  # the hot path
+        with pytest.raises(InputSpecError, match=f"{name!r} holds 1 NaN/inf"):
+            session.run([x])  # the hot path, the array in a list
         x3 = _batch(3)
         x3[2, 0, 0, 0] = bad
         with pytest.raises(InputSpecError, match="NaN/inf"):
