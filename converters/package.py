@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import platform
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,18 @@ class ConvertedBundle:
     def size_bytes(self) -> int:
         """Bytes of the model file(s)."""
         return sum(m.bytes for m in self.manifest.models)
+
+    def add_report(self, key: str, value: Any) -> None:
+        """Set ``report[key]`` and rewrite ``report.json`` (and its checksum in the manifest) to match."""
+        self.report[key] = value
+        data = report_bytes(self.report)
+        self.files["report.json"] = data
+        self.manifest = replace(self.manifest, files={**self.manifest.files, "report.json": sha256_bytes(data)})
+
+
+def report_bytes(report: dict[str, Any]) -> bytes:
+    """``report.json`` as written in every bundle."""
+    return json.dumps(report, indent=2, sort_keys=True, default=str).encode("utf-8")
 
 
 def _check_shared_golden_inputs(artifacts: Sequence[ModelArtifact]) -> None:
@@ -120,7 +132,7 @@ def assemble(
         ))
     if labels:
         files["labels.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
-    files["report.json"] = json.dumps(report, indent=2, sort_keys=True, default=str).encode("utf-8")
+    files["report.json"] = report_bytes(report)
     manifest = Manifest(
         name=name, version="1", created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         edgepack_version=EDGEPACK_VERSION,

@@ -257,6 +257,12 @@ def _thread_ids() -> list[int]:
         return [0]
 
 
+def golden_call(session: Session) -> Callable[[], object]:
+    """One run of ``session`` on its bundle's golden input, model-ready (the hot path): what candidates are timed by."""
+    x = ready_inputs(session, None)
+    return lambda: session.run(x)
+
+
 def ready_inputs(session: Session, data: Inputs | None) -> list[np.ndarray]:
     """``data`` (default: the bundle's golden inputs) checked and converted to exactly what the model takes."""
     if data is None:

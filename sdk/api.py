@@ -12,7 +12,7 @@ from edgepack.runtimes.errors import ConfigError
 
 __all__ = ["ConvertedBundle", "convert", "parse_size"]
 
-_AUTO_ONLY = ("max_accuracy_drop", "max_latency", "max_ram", "eval_data", "device", "threads")
+_AUTO_ONLY = ("max_accuracy_drop", "max_latency", "max_ram", "eval_data", "device")
 
 
 def convert(model: Any, calibration: Any = None, *, recipe: Any = "fp32", max_accuracy_drop: float | str | None = None,

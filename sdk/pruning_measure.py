@@ -74,14 +74,11 @@ def _convert(model: Any, which: str, *, target: Target, recipe: Recipe, calibrat
 
 def _latency(paths: dict[str, Path]) -> dict[str, Any]:
     from edgepack.runtimes import load
-    from edgepack.runtimes.benchmark import interleaved
+    from edgepack.runtimes.benchmark import golden_call, interleaved
 
     sessions = {which: load(path, num_threads=1) for which, path in paths.items()}
     try:
-        calls = {}
-        for which, session in sessions.items():
-            feed = session.bundle.golden_inputs()
-            calls[which] = (lambda s=session, f=feed: s.run(f))
+        calls = {which: golden_call(session) for which, session in sessions.items()}
         stats = interleaved(calls, blocks=BLOCKS, per_block=PER_BLOCK, warmup=10)
         out: dict[str, Any] = {"latency_threads": 1, "latency_runs": BLOCKS * PER_BLOCK}
         for which, s in stats.items():

@@ -4,15 +4,12 @@ its report listing every candidate."""
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgepack.converters.package import ConvertedBundle
-from edgepack.runtimes.bundle import sha256_bytes
 from edgepack.runtimes.errors import ConfigError, EdgepackError
 from edgepack.runtimes.recipe import PruneOptions
 from edgepack.runtimes.target import Target, get_target
@@ -195,8 +192,5 @@ def _with_report(bundle: ConvertedBundle, cands: list[Candidate], win: Candidate
     auto = {"schema": SCHEMA, "target": target.name, "chosen": win.key, "recipe": win.recipe.to_json(),
             "estimate": mode == "estimate", "measured": mode, "where": where, "threads": threads,
             "budgets": budgets.to_json(), "candidates": [c.row() for c in cands], "notes": notes}
-    bundle.report["auto"] = auto
-    data = json.dumps(bundle.report, indent=2, sort_keys=True, default=str).encode("utf-8")
-    bundle.files["report.json"] = data
-    bundle.manifest = replace(bundle.manifest, files={**bundle.manifest.files, "report.json": sha256_bytes(data)})
+    bundle.add_report("auto", auto)
     return bundle

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.device.suite import SSH_OPTIONS, DeviceTestError
-from edgepack.runtimes.benchmark import LatencyStats, interleaved
+from edgepack.device.suite import DeviceTestError, ssh_prefixes
+from edgepack.runtimes.benchmark import LatencyStats, golden_call, interleaved
 from edgepack.runtimes.errors import ConfigError
 from edgepack.runtimes.target import Target
 
@@ -86,7 +86,7 @@ def measure_host(paths: dict[str, str], *, threads: int, seconds: float = 6.0,
     for key, path in paths.items():
         session = load(path, num_threads=threads)
         sessions.append(session)
-        fns[key] = _runner(session)
+        fns[key] = golden_call(session)
     screen: dict[str, list[float]] = {}
     for key, fn in fns.items():
         fn()
@@ -123,20 +123,9 @@ def measure_host(paths: dict[str, str], *, threads: int, seconds: float = 6.0,
     return out
 
 
-def _runner(session: Any) -> Any:
-    """A no-argument callable that runs the bundle once on its golden input (model-ready: the hot path)."""
-    from edgepack.runtimes.benchmark import ready_inputs
-
-    x = ready_inputs(session, None)
-    return lambda: session.run(x)
-
-
 def ssh_base(device: Device) -> tuple[list[str], list[str]]:
-    """The ``ssh`` and ``scp`` command prefixes (device-test's options: batch mode, 10 s connect timeout)."""
-    common = list(SSH_OPTIONS) + (["-i", device.identity] if device.identity else [])
-    ssh = ["ssh", *common, *(["-p", str(device.port)] if device.port else []), device.address]
-    scp = ["scp", "-q", *common, *(["-P", str(device.port)] if device.port else [])]
-    return ssh, scp
+    """The ``ssh`` and ``scp`` command prefixes: the device-test transport's (batch mode, 10 s connect timeout)."""
+    return ssh_prefixes(device.address, port=device.port, identity=device.identity)
 
 
 def _step(cmd: list[str], what: str, device: Device, *, timeout: float) -> subprocess.CompletedProcess[str]:

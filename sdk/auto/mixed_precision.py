@@ -24,7 +24,6 @@ itself.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -45,8 +44,7 @@ from edgepack.measure.data import DataSource, EvalDataError, LabeledData, open_d
 from edgepack.measure.evaluate import EvalResult, evaluate_many
 from edgepack.measure.qdebug import debug_quantization
 from edgepack.measure.runners import KerasRunner, RunOptions, open_runner, prepare
-from edgepack.runtimes.benchmark import interleaved
-from edgepack.runtimes.bundle import read_bundle, sha256_bytes
+from edgepack.runtimes.benchmark import golden_call, interleaved
 from edgepack.runtimes.errors import ConfigError, EdgepackError
 from edgepack.runtimes.progress import ProgressBar
 from edgepack.runtimes.recipe import Precision, Recipe, get_recipe
@@ -153,7 +151,7 @@ def mixed_precision(model: Any, calibration: Calibration, *, base: str | Recipe,
             paths = {"fp32": fp32.save(folder / "fp32.epk"), "int8": plain_path, "mixed": chosen_path}
             report.update(_costs(paths, {"fp32": fp32, "int8": plain, "mixed": chosen}, latency_blocks,
                                  latency_threads))
-    _attach(chosen, report)
+    chosen.add_report("mixed_precision", report)
     return chosen, report
 
 
@@ -286,8 +284,7 @@ def _costs(paths: dict[str, Path], bundles: dict[str, ConvertedBundle], blocks: 
     """Size and interleaved p50 latency of fp32, plain int8 and the mix in the target's runtime; speed-up kept."""
     sessions = {k: load(p, num_threads=threads) for k, p in paths.items()}
     try:
-        inputs = {k: list(read_bundle(p).golden_inputs()) for k, p in paths.items()}
-        fns = {k: (lambda s=s, x=inputs[k]: s.run(x)) for k, s in sessions.items()}
+        fns = {k: golden_call(s) for k, s in sessions.items()}
         start = time.perf_counter()
         stats = interleaved(fns, blocks=blocks, per_block=20, warmup=20)
         runtime = {k: s.backend for k, s in sessions.items()}
@@ -306,11 +303,3 @@ def _costs(paths: dict[str, Path], bundles: dict[str, ConvertedBundle], blocks: 
                     "note": "interleaved on this host" + ("" if gain > 0 else
                                                           "; plain int8 is not faster than fp32 here")},
     }
-
-
-def _attach(bundle: ConvertedBundle, report: dict[str, Any]) -> None:
-    """``bundle.report["mixed_precision"]``, written into the bundle's report.json too."""
-    bundle.report["mixed_precision"] = report
-    data = json.dumps(bundle.report, indent=2, sort_keys=True, default=str).encode("utf-8")
-    bundle.files["report.json"] = data
-    bundle.manifest = replace(bundle.manifest, files={**bundle.manifest.files, "report.json": sha256_bytes(data)})

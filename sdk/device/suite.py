@@ -114,12 +114,18 @@ def _package_dir(name: str) -> Path:
     return Path(spec.origin).parent
 
 
-def ssh_commands(target: str, bundle: Path, options: SuiteOptions, *, port: int | None = None,
-                 python: str = "python3", identity: str | None = None) -> list[list[str]]:
-    """The commands that copy the bundle and suite to ``target`` and run it there (no shell on this side)."""
+def ssh_prefixes(target: str, *, port: int | None = None, identity: str | None = None) -> tuple[list[str], list[str]]:
+    """The ``ssh`` (ending with ``target``) and ``scp -q -r`` command prefixes: batch mode, 10 s connect timeout."""
     common = list(SSH_OPTIONS) + (["-i", identity] if identity else [])
     ssh = ["ssh", *common, *(["-p", str(port)] if port else []), target]
     scp = ["scp", "-q", "-r", *common, *(["-P", str(port)] if port else [])]
+    return ssh, scp
+
+
+def ssh_commands(target: str, bundle: Path, options: SuiteOptions, *, port: int | None = None,
+                 python: str = "python3", identity: str | None = None) -> list[list[str]]:
+    """The commands that copy the bundle and suite to ``target`` and run it there (no shell on this side)."""
+    ssh, scp = ssh_prefixes(target, port=port, identity=identity)
     remote_bundle = f"{REMOTE_DIR}/{bundle.name}"
     run = " ".join(shlex.quote(a) for a in [python, "-m", "pytest", f"{REMOTE_DIR}/device_tests",
                                            *options.args(remote_bundle)])

@@ -23,7 +23,7 @@ from edgepack.converters.errors import ConversionError
 from edgepack.converters.formats.tflite.inspect import _names, _schema
 from edgepack.converters.tfenv import import_tensorflow, quiet_native_output
 from edgepack.runtimes.errors import ConfigError
-from edgepack.runtimes.recipe import IODType, Precision, Recipe
+from edgepack.runtimes.recipe import IODType, Recipe
 from edgepack.runtimes.tensors import dequantize, to_model_dtype
 
 #: Output types of the ops that are layers (shape arithmetic such as SHAPE/PACK yields int32 and is not one).
@@ -88,15 +88,13 @@ def resolve_layers(calibrated: bytes, exclude: Sequence[str]) -> list[str]:
 
 
 def export_selective(conv: Any, recipe: Recipe) -> bytes:
-    """Full int8 with ``recipe.exclude`` in float, from a converter :func:`configured_converter` set up.
+    """Full int8 with ``recipe.exclude`` in float, from a converter :func:`configured_converter` set up (which
+    refuses ``exclude`` on any other precision; sparse storage is never set for int8).
 
     Raises:
-        ConfigError: the recipe is not full int8, or names unknown layers.
+        ConfigError: ``recipe.exclude`` names unknown layers.
         ConversionError: calibration or quantization fails (the converter's reason quoted).
     """
-    if recipe.precision is not Precision.FULL_INT8:
-        raise ConfigError(f"recipe.exclude keeps layers in float inside a full-int8 TFLite model; a "
-                          f"{recipe.precision.value} recipe has no int8 layers to exclude — remove exclude.")
     tf = import_tensorflow()
     from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python.convert_phase import ConverterError
@@ -111,8 +109,6 @@ def export_selective(conv: Any, recipe: Recipe) -> bytes:
         with quiet_native_output():
             model = tf_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
                                              input_data_type=io, output_data_type=io, denylisted_nodes=nodes)
-            if tf.lite.Optimize.EXPERIMENTAL_SPARSITY in (conv.optimizations or ()):
-                model = tf_convert.mlir_sparsify(model)
     except (ConverterError, RuntimeError, ValueError) as exc:
         reason = " ".join(str(exc).split())[:500]
         raise ConversionError(f"TFLite selective quantization (exclude={list(recipe.exclude)}) failed: "
